@@ -1,0 +1,174 @@
+"""``create_app(settings)``: routes, middleware and lifespan. The only module that knows all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import redis
+from sqlalchemy.exc import DBAPIError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from identity import protocol, repositories
+from identity.config import Settings
+from identity.db import Database
+from identity.denylist import Denylist
+from identity.keys import KeyStore
+from identity.protocol.endpoints import metadata
+from identity.protocol.routes import protocol_routes
+from identity.protocol.tokens import AccessTokenIssuer
+from identity.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+
+log = logging.getLogger("identity")
+
+_PRUNE_INTERVAL_SECONDS = 600
+
+
+def _redis_client(settings: Settings) -> redis.Redis[bytes] | None:
+    if settings.redis_url is None:
+        return None
+    # Short timeouts: a Redis that hangs must turn into the database fallback quickly.
+    return redis.Redis.from_url(
+        settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
+    )
+
+
+def _error_body(status: int, detail: str) -> dict[str, str]:
+    error = {
+        400: "invalid_request",
+        401: "invalid_client",
+        404: "not_found",
+        405: "invalid_request",
+        413: "invalid_request",
+        503: "temporarily_unavailable",
+    }.get(status, "server_error")
+    return {"error": error, "error_description": detail}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse(
+        _error_body(exc.status_code, exc.detail), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    log.error("database error on %s: %s", request.url.path, type(exc).__name__)
+    return JSONResponse(
+        _error_body(503, "The service is temporarily unavailable; retry shortly."),
+        status_code=503,
+        headers={"Retry-After": "5", "Cache-Control": "no-store"},
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    return JSONResponse(_error_body(500, "Internal error."), status_code=500)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    checks: dict[str, str] = {}
+    database: Database = request.app.state.database
+    try:
+        await run_in_threadpool(database.ping)
+        checks["database"] = "ok"
+    except DBAPIError:
+        checks["database"] = "down"
+    client: redis.Redis[bytes] | None = request.app.state.redis
+    if client is not None:
+        try:
+            await run_in_threadpool(client.ping)
+            checks["redis"] = "ok"
+        except redis.RedisError:
+            checks["redis"] = "down"
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _prune_forever(database: Database) -> None:
+    """Drop denylist rows of tokens that have expired anyway."""
+    while True:
+        await asyncio.sleep(_PRUNE_INTERVAL_SECONDS)
+        try:
+            with database.transaction() as session:
+                repositories.prune_revoked_tokens(session, datetime.now(UTC))
+        except DBAPIError as error:
+            log.warning("pruning expired rows failed: %s", type(error).__name__)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the whole application from ``settings`` (default: the environment)."""
+    settings = settings or Settings.from_env()
+    if settings.insecure_http:
+        # Authlib refuses plain-http URIs unless this is set; only this setting may set it.
+        os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"
+    database = Database(settings.database_url, settings.db_pool_size)
+    redis_client = _redis_client(settings)
+    keys = KeyStore(
+        settings.keys_dir,
+        max_token_ttl=settings.max_token_ttl,
+        reload_seconds=settings.keys_reload_seconds,
+    )
+    issuer = AccessTokenIssuer(settings.issuer, keys, settings.access_token_ttl)
+    denylist = Denylist(database, redis_client, settings.redis_prefix)
+    oauth = protocol.build_server(database, issuer, denylist)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        keys.ensure()  # safe when several workers start at once (file lock)
+        keys.ring()
+        settings.log_unsafe_defaults()
+        pruner = asyncio.create_task(_prune_forever(database))
+        try:
+            yield
+        finally:
+            pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
+            database.dispose()
+            if redis_client is not None:
+                redis_client.close()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        *protocol_routes(settings),
+    ]
+    middleware = [
+        Middleware(SecurityHeadersMiddleware, https=settings.is_https),
+        Middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            HTTPException: _http_error,
+            DBAPIError: _database_unavailable,
+            Exception: _unexpected,
+        },
+    )
+    app.state.settings = settings
+    app.state.database = database
+    app.state.redis = redis_client
+    app.state.oauth = oauth
+    app.state.discovery = metadata(settings.issuer, protocol.grant_types())
+    return app

@@ -1,0 +1,159 @@
+"""Settings: one frozen object, read once from ``IDENTITY_*`` environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+log = logging.getLogger("identity.config")
+
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+class SettingsError(ValueError):
+    """An ``IDENTITY_*`` variable holds a value that cannot be used."""
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected on/off, true/false, yes/no or 1/0")
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("expected a whole number above 0")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if value < 0:
+        raise ValueError("expected a number of seconds, 0 or more")
+    return value
+
+
+def _word_list(raw: str) -> tuple[str, ...]:
+    return tuple(part for part in raw.replace(",", " ").split() if part)
+
+
+def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(part, strict=False) for part in _word_list(raw))
+
+
+def _optional(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _setting(default: Any, parse: Callable[[str], Any] = str, doc: str = "") -> Any:
+    return field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of identity; the README's settings table is generated from these docs."""
+
+    issuer: str = _setting("http://127.0.0.1:8000", doc="Public base URL; the `iss` of every token")
+    database_url: str = _setting(
+        "sqlite:///./identity.db",
+        doc="SQLAlchemy URL: `sqlite:///...` or `postgresql+psycopg://...`",
+    )
+    redis_url: str | None = _setting(
+        None, _optional, doc="Redis URL; unset means in-process limiters and denylist cache"
+    )
+    redis_prefix: str = _setting("identity:", doc="Prefix of every Redis key this server writes")
+    keys_dir: Path = _setting(Path("keys"), Path, doc="Folder of the signing keys and manifest")
+    keys_reload_seconds: float = _setting(
+        10.0, _non_negative_float, doc="How often a running server looks for key changes"
+    )
+    insecure_http: bool = _setting(
+        False, _boolean, doc="Allow a non-loopback `http://` issuer (development only)"
+    )
+    access_token_ttl: int = _setting(600, _positive_int, doc="Access token lifetime, seconds")
+    id_token_ttl: int = _setting(600, _positive_int, doc="ID token lifetime, seconds")
+    cors_origins: tuple[str, ...] = _setting(
+        (), _word_list, doc="Origins allowed to call token, JWKS and userinfo from a browser"
+    )
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _setting(
+        (), _networks, doc="CIDRs whose `X-Forwarded-For`/`-Proto` headers are believed"
+    )
+    max_body_bytes: int = _setting(65536, _positive_int, doc="Largest request body accepted, bytes")
+    db_pool_size: int = _setting(
+        5, _positive_int, doc="Database connections per worker (PostgreSQL)"
+    )
+    migrate_on_start: bool = _setting(
+        True, _boolean, doc="`identity serve` runs `alembic upgrade head` before it listens"
+    )
+    log_level: str = _setting("info", doc="Log level: debug, info, warning, error")
+
+    def __post_init__(self) -> None:
+        scheme = urlsplit(self.issuer).scheme
+        if scheme not in {"http", "https"} or not urlsplit(self.issuer).hostname:
+            raise SettingsError(f"IDENTITY_ISSUER must be an http(s) URL, got {self.issuer!r}")
+        if self.issuer.endswith("/") or "?" in self.issuer or "#" in self.issuer:
+            raise SettingsError("IDENTITY_ISSUER must have no trailing slash, query or fragment")
+        if scheme == "http" and not self.issuer_is_loopback and not self.insecure_http:
+            raise SettingsError(
+                "IDENTITY_ISSUER is plain http on a non-loopback host; "
+                "use https, or set IDENTITY_INSECURE_HTTP=1 for development"
+            )
+        if "*" in self.cors_origins:
+            raise SettingsError("IDENTITY_CORS_ORIGINS lists exact origins; '*' is refused")
+
+    @property
+    def issuer_is_loopback(self) -> bool:
+        return (urlsplit(self.issuer).hostname or "") in _LOOPBACK_HOSTS
+
+    @property
+    def is_https(self) -> bool:
+        return self.issuer.startswith("https://")
+
+    @property
+    def max_token_ttl(self) -> int:
+        """Longest life of anything signed with a key: what a retired key must outlive."""
+        return max(self.access_token_ttl, self.id_token_ttl)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every ``IDENTITY_<NAME>`` variable; ``overrides`` win (tests use them)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            variable = "IDENTITY_" + item.name.upper()
+            if variable not in environ:
+                continue
+            try:
+                values[item.name] = item.metadata["parse"](environ[variable])
+            except ValueError as error:
+                raise SettingsError(f"{variable}: {error}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def log_unsafe_defaults(self) -> None:
+        """Say once, at start, which settings must change before production."""
+        if not self.is_https:
+            log.warning("IDENTITY_ISSUER is %s: use an https issuer in production", self.issuer)
+        if self.database_url.startswith("sqlite"):
+            log.warning("IDENTITY_DATABASE_URL is SQLite: use PostgreSQL in production")
+        if self.redis_url is None:
+            log.warning("IDENTITY_REDIS_URL is unset: limiters are per process, not shared")
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for each setting, for the README and the CLI."""
+    rows = []
+    for item in fields(Settings):
+        default = item.default
+        shown = "unset" if default in (None, ()) else str(default)
+        rows.append(("IDENTITY_" + item.name.upper(), shown, item.metadata["doc"]))
+    return rows

@@ -1,0 +1,121 @@
+"""The database engine, its session factory and the unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the one writer; busy_timeout makes concurrent workers
+    # queue for the write lock instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_database_engine(url: str, pool_size: int = 5) -> Engine:
+    """An engine for ``url`` with the settings each backend needs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+    # pre_ping lets the pool drop connections a database restart killed, so the
+    # server recovers without a restart of its own.
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        pool_timeout=10,
+    )
+
+
+class Database:
+    """The engine plus a unit of work: one session, one transaction, one commit."""
+
+    def __init__(self, url: str, pool_size: int = 5) -> None:
+        self.url = url
+        self.engine = create_database_engine(url, pool_size)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Commit when the block ends normally, roll back when it raises."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def ping(self) -> None:
+        """Raise unless the database answers a trivial query."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Any fixed 64-bit number: instances that start together take turns at migrating.
+_MIGRATION_LOCK_ID = 7_253_190_441
+
+
+def _alembic_config(url: str) -> AlembicConfig:
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise RuntimeError(
+            f"migrations not found at {MIGRATIONS_DIR}: install with `pip install -e .`"
+        )
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade_schema(url: str) -> None:
+    """Run ``alembic upgrade head``; safe to repeat and safe for instances starting together."""
+    config = _alembic_config(url)
+    engine = create_database_engine(url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+                connection.commit()
+            try:
+                config.attributes["connection"] = connection
+                alembic_command.upgrade(config, "head")
+                connection.commit()
+            finally:
+                if connection.dialect.name == "postgresql":
+                    connection.execute(
+                        text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK_ID}
+                    )
+                    connection.commit()
+    finally:
+        engine.dispose()
+
+
+def schema_revision(url: str) -> str | None:
+    """The revision the database is at, or None before the first migration."""
+    engine = create_database_engine(url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()

@@ -1,0 +1,150 @@
+"""SQLAlchemy rows. Rows implement Authlib's model mixins directly."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, datetime
+from typing import Any
+
+from authlib.oauth2.rfc6749 import ClientMixin
+from authlib.oauth2.rfc6749.util import scope_to_list
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, MetaData, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Named constraints keep migrations identical on SQLite (batch mode needs names) and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def secret_digest(secret: str) -> str:
+    """SHA-256 of a high-entropy secret: the right hash for random values (not passwords)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY, so the 64-bit id narrows there.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON()}
+
+
+class Client(Base, ClientMixin):  # type: ignore[misc]
+    """A registered OAuth client. Its secret is kept only as a SHA-256 digest."""
+
+    __tablename__ = "clients"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    secret_digest: Mapped[str | None] = mapped_column(String(64))
+    redirect_uris: Mapped[list[str]]
+    grant_types: Mapped[list[str]]
+    scope: Mapped[str] = mapped_column(Text, default="")
+    audience: Mapped[list[str]]
+    is_public: Mapped[bool] = mapped_column(default=False)
+    is_first_party: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        if not scope:
+            return ""
+        allowed = set(scope_to_list(self.scope))
+        return " ".join(s for s in scope_to_list(scope) if s in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri in self.redirect_uris
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if self.secret_digest is None:
+            return False
+        return hmac.compare_digest(secret_digest(client_secret), self.secret_digest)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if self.is_public:
+            return method == "none"
+        return method in {"client_secret_basic", "client_secret_post"}
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code" and "authorization_code" in self.grant_types
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.grant_types
+
+    def has_scope(self, scope: str) -> bool:
+        """True when every scope token asked for was registered for this client."""
+        return set(scope_to_list(scope) or []) <= set(scope_to_list(self.scope) or [])
+
+
+class AuditEvent(Base):
+    """One security event. Never holds a secret: detail carries ids and reasons only."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index(None, "occurred_at"),
+        Index(None, "type", "occurred_at"),
+        Index(None, "subject", "occurred_at"),
+        Index(None, "client_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    type: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16), default="success")
+    actor: Mapped[str | None] = mapped_column(String(128))
+    subject: Mapped[str | None] = mapped_column(String(128))
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class RevokedToken(Base):
+    """A revoked access token's jti, kept until the token would have expired anyway.
+
+    The durable half of the denylist: Redis (or a process cache) answers fast, this row
+    survives a Redis flush or restart."""
+
+    __tablename__ = "revoked_tokens"
+    __table_args__ = (Index(None, "expires_at"),)
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,123 @@
+"""Revocation (RFC 7009) and introspection (RFC 7662), and the discovery documents."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from authlib.oauth2.rfc6749 import TokenMixin
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+
+from identity.models import Client
+from identity.protocol.server import IdentityServer, StarletteOAuth2Request, current_session
+from identity.protocol.tokens import InvalidToken, read_access_token
+
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+
+@dataclass
+class AccessToken(TokenMixin):  # type: ignore[misc]
+    """A verified JWT access token, seen through Authlib's token interface."""
+
+    claims: dict[str, Any]
+    revoked: bool
+    token_type: str = "access_token"  # noqa: S105 (a type name, not a secret)
+
+    @property
+    def jti(self) -> str:
+        return str(self.claims["jti"])
+
+    @property
+    def client_id(self) -> str:
+        return str(self.claims["client_id"])
+
+    @property
+    def subject(self) -> str:
+        return str(self.claims["sub"])
+
+    def check_client(self, client: Client) -> bool:
+        return self.client_id == client.client_id
+
+    def get_scope(self) -> str:
+        return str(self.claims.get("scope", ""))
+
+    def get_expires_in(self) -> int:
+        return int(self.claims["exp"] - self.claims["iat"])
+
+    def is_expired(self) -> bool:
+        return bool(self.claims["exp"] <= time.time())
+
+    def is_revoked(self) -> bool:
+        return self.revoked
+
+
+def find_access_token(server: IdentityServer, value: str) -> AccessToken | None:
+    """The access token ``value`` if it is ours, well signed and not expired; else None."""
+    try:
+        claims = read_access_token(
+            value, server.issuer.keys.ring(), issuer=server.issuer.issuer, leeway=0
+        )
+    except InvalidToken:
+        return None
+    return AccessToken(claims, server.denylist.is_revoked(claims["jti"], current_session()))
+
+
+class TokenRevocation(RevocationEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> AccessToken | None:
+        # An unknown token type is answered like an unknown token (RFC 7009 §2.2: 200).
+        return find_access_token(self.server, token_string)
+
+    def revoke_token(self, token: AccessToken, request: StarletteOAuth2Request) -> None:
+        expires_at = datetime.fromtimestamp(token.claims["exp"], UTC)
+        self.server.denylist.revoke(current_session(), token.jti, expires_at)
+
+
+class TokenIntrospection(IntrospectionEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> AccessToken | None:
+        return find_access_token(self.server, token_string)
+
+    def check_permission(
+        self, token: AccessToken, client: Client, request: StarletteOAuth2Request
+    ) -> bool:
+        # Any authenticated confidential client (a resource server) may introspect; public
+        # clients cannot authenticate here at all.
+        return not client.is_public
+
+    def introspect_token(self, token: AccessToken) -> dict[str, Any]:
+        claims = token.claims
+        return {
+            "active": True,
+            "token_type": "Bearer",
+            "scope": claims.get("scope", ""),
+            "client_id": claims["client_id"],
+            "sub": claims["sub"],
+            "aud": claims["aud"],
+            "iss": claims["iss"],
+            "exp": claims["exp"],
+            "iat": claims["iat"],
+            "jti": claims["jti"],
+        }
+
+
+def metadata(issuer: str, grant_types: list[str]) -> dict[str, Any]:
+    """RFC 8414 authorization server metadata: only what this server really does."""
+    return {
+        "issuer": issuer,
+        "token_endpoint": f"{issuer}/oauth2/token",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "introspection_endpoint": f"{issuer}/oauth2/introspect",
+        "revocation_endpoint": f"{issuer}/oauth2/revoke",
+        "grant_types_supported": grant_types,
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "access_token_signing_alg_values_supported": ["RS256"],
+    }

@@ -1,0 +1,134 @@
+"""RFC 9068 JWT access tokens: issuing them and reading them back as a resource server would."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+
+from identity.keys import KeyRing, KeyStore
+
+ACCESS_TOKEN_TYPES = {"at+jwt", "application/at+jwt"}
+LEEWAY_SECONDS = 60
+_MAX_TOKEN_LENGTH = 8192
+
+
+class InvalidToken(Exception):
+    """The token is malformed, forged, expired or otherwise unacceptable."""
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A signed access token and the claims it carries (for audit and storage)."""
+
+    value: str
+    claims: dict[str, Any]
+
+    @property
+    def jti(self) -> str:
+        return str(self.claims["jti"])
+
+
+class AccessTokenIssuer:
+    """Signs access tokens with the active key; ``kid`` names it so verifiers can find it."""
+
+    def __init__(
+        self, issuer: str, keys: KeyStore, ttl: int, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.issuer = issuer
+        self.keys = keys
+        self.ttl = ttl
+        self._clock = clock
+
+    def issue(
+        self,
+        *,
+        client_id: str,
+        subject: str,
+        audience: Sequence[str],
+        scope: str,
+        extra: dict[str, Any] | None = None,
+    ) -> IssuedToken:
+        """Sign a token for ``subject`` (a user id, or the client itself)."""
+        ring = self.keys.ring()
+        now = int(self._clock())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": audience[0] if len(audience) == 1 else list(audience),
+            "exp": now + self.ttl,
+            "iat": now,
+            "jti": secrets.token_urlsafe(16),
+            "client_id": client_id,
+            "scope": scope,
+            **(extra or {}),
+        }
+        header = {"alg": "RS256", "typ": "at+jwt", "kid": ring.signing_kid}
+        return IssuedToken(jwt.encode(header, claims, ring.signing_key), claims)
+
+
+def _header(token: str) -> dict[str, Any]:
+    segment = token.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError) as error:
+        raise InvalidToken("the token header is not base64url JSON") from error
+    if not isinstance(header, dict):
+        raise InvalidToken("the token header is not a JSON object")
+    return header
+
+
+def read_access_token(
+    token: str,
+    ring: KeyRing,
+    *,
+    issuer: str,
+    audience: str | None = None,
+    leeway: int = LEEWAY_SECONDS,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Verify ``token`` as RFC 8725 and RFC 9068 ask and return its claims.
+
+    The algorithm is pinned to RS256, the key is looked up by ``kid`` in our own key set
+    only (``jwk``/``jku``/``x5u``/``x5c`` headers are never used), and ``typ`` must say
+    ``at+jwt`` so an ID token cannot pass for an access token."""
+    if not token or len(token) > _MAX_TOKEN_LENGTH or token.count(".") != 2:
+        raise InvalidToken("the token is not a compact JWS")
+    header = _header(token)
+    if header.get("alg") != "RS256":
+        raise InvalidToken("the token is not signed with RS256")
+    if str(header.get("typ", "")).lower() not in ACCESS_TOKEN_TYPES:
+        raise InvalidToken("the token is not an access token (typ)")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise InvalidToken("the token names no key")
+    try:
+        key = ring.verification_keys.get_by_kid(kid)
+        claims = jwt.decode(token, key, algorithms=["RS256"]).claims
+        checks: dict[str, Any] = {
+            "iss": {"essential": True, "value": issuer},
+            "exp": {"essential": True},
+            "iat": {"essential": True},
+            "jti": {"essential": True},
+            "sub": {"essential": True},
+            "aud": {"essential": True},
+        }
+        if audience is not None:
+            checks["aud"] = {"essential": True, "value": audience}
+        registry = jwt.JWTClaimsRegistry(
+            now=int(time.time() if now is None else now), leeway=leeway, **checks
+        )
+        registry.validate(claims)
+    except (JoseError, ValueError, TypeError) as error:
+        raise InvalidToken(str(error) or type(error).__name__) from error
+    if not isinstance(claims.get("client_id"), str) or not isinstance(claims["jti"], str):
+        raise InvalidToken("the token lacks client_id or a string jti")
+    return claims
