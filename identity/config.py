@@ -69,7 +69,9 @@ class Settings:
         doc="SQLAlchemy URL: `sqlite:///...` or `postgresql+psycopg://...`",
     )
     redis_url: str | None = _setting(
-        None, _optional, doc="Redis URL; unset means in-process limiters and denylist cache"
+        None,
+        _optional,
+        doc="Redis URL; unset means in-process limiters and a database-only denylist",
     )
     redis_prefix: str = _setting("identity:", doc="Prefix of every Redis key this server writes")
     keys_dir: Path = _setting(Path("keys"), Path, doc="Folder of the signing keys and manifest")
@@ -85,7 +87,7 @@ class Settings:
         (), _word_list, doc="Origins allowed to call token, JWKS and userinfo from a browser"
     )
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _setting(
-        (), _networks, doc="CIDRs whose `X-Forwarded-For`/`-Proto` headers are believed"
+        (), _networks, doc="CIDRs of reverse proxies whose `X-Forwarded-For` is believed"
     )
     max_body_bytes: int = _setting(65536, _positive_int, doc="Largest request body accepted, bytes")
     db_pool_size: int = _setting(

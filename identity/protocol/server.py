@@ -21,6 +21,7 @@ from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -105,6 +106,8 @@ async def read_oauth2_request(
             raise InvalidRequestError(f"The request body must be {_FORM_TYPE}.")
         try:
             parsed = await request.form(max_files=0, max_fields=_MAX_PARAMETERS)
+        except HTTPException:
+            raise  # the body cap: answered as 413 by the app's handler
         except Exception as error:  # python-multipart raises several kinds on garbage
             raise InvalidRequestError("The request body could not be parsed.") from error
         form = [(k, v) for k, v in parsed.multi_items() if isinstance(v, str)]

@@ -1,0 +1,224 @@
+"""Shared fixtures. The backend comes from the environment:
+
+- ``IDENTITY_TEST_DATABASE_URL``: a PostgreSQL server URL; the suite creates (and drops) a
+  database of its own there. Unset: a SQLite file in a temporary folder.
+- ``IDENTITY_TEST_REDIS_URL``: a Redis URL; every key the suite writes has a prefix of its
+  own. Unset: in-process limiters and the database-only denylist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from starlette.testclient import TestClient
+
+from identity import clients
+from identity.app import create_app
+from identity.config import Settings
+from identity.db import Database, upgrade_schema
+from identity.keys import KeyStore
+from identity.models import Base
+
+ISSUER = "http://127.0.0.1:8000"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server_url = os.environ.get("IDENTITY_TEST_DATABASE_URL")
+    if not server_url:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'identity.db'}"
+        upgrade_schema(url)
+        yield url
+        return
+    name = f"identity_test_{secrets.token_hex(4)}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade_schema(url)
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str | None:
+    return os.environ.get("IDENTITY_TEST_REDIS_URL") or None
+
+
+@pytest.fixture(scope="session")
+def redis_prefix(redis_url: str | None) -> Iterator[str]:
+    prefix = f"identity-test-{secrets.token_hex(4)}:"
+    yield prefix
+    if redis_url:
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def shared_keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One key set for the tests that do not change keys (RSA generation is slow-ish)."""
+    directory = tmp_path_factory.mktemp("keys")
+    KeyStore(directory, max_token_ttl=600).ensure()
+    return directory
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    # The app commits its own transactions, so each test is undone by emptying the tables.
+    with database.transaction() as session:
+        for table in reversed(Base.metadata.sorted_tables):
+            session.execute(table.delete())
+    database.dispose()
+
+
+@pytest.fixture
+def settings_for(
+    database_url: str, redis_url: str | None, redis_prefix: str, shared_keys_dir: Path
+) -> Callable[..., Settings]:
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "issuer": ISSUER,
+            "database_url": database_url,
+            "redis_url": redis_url,
+            "redis_prefix": redis_prefix,
+            "keys_dir": shared_keys_dir,
+            "keys_reload_seconds": 0.0,
+            "migrate_on_start": False,
+        }
+        values.update(overrides)
+        return Settings.from_env({}, **values)
+
+    return build
+
+
+@pytest.fixture
+def settings(settings_for: Callable[..., Settings]) -> Settings:
+    return settings_for()
+
+
+@pytest.fixture
+def app_for(database: Database) -> Iterator[Callable[[Settings], TestClient]]:
+    """Start apps (with their lifespan) for given settings; all are stopped after the test."""
+    started: list[TestClient] = []
+
+    def start(settings: Settings) -> TestClient:
+        client = TestClient(create_app(settings), base_url=ISSUER)
+        client.__enter__()
+        started.append(client)
+        return client
+
+    yield start
+    for client in started:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def http(app_for: Callable[[Settings], TestClient], settings: Settings) -> TestClient:
+    """A client of the app on the test settings."""
+    return app_for(settings)
+
+
+@pytest.fixture
+def make_client(database: Database) -> Callable[..., tuple[str, str | None]]:
+    """Register an OAuth client; returns (client_id, secret)."""
+
+    def make(**options: Any) -> tuple[str, str | None]:
+        options.setdefault("name", "test client")
+        with database.transaction() as session:
+            registered = clients.register_client(session, **options)
+            return registered.client.client_id, registered.secret
+
+    return make
+
+
+def _wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
+    for _ in range(150):
+        if process.poll() is not None:
+            raise RuntimeError(f"identity serve exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("identity serve did not come up")
+
+
+def served_environment(
+    database_url: str, redis_url: str | None, prefix: str, keys: Path, port: int
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDENTITY_")}
+    env.update(
+        IDENTITY_ISSUER=f"http://127.0.0.1:{port}",
+        IDENTITY_DATABASE_URL=database_url,
+        IDENTITY_KEYS_DIR=str(keys),
+        IDENTITY_KEYS_RELOAD_SECONDS="1",
+        IDENTITY_REDIS_PREFIX=prefix,
+        IDENTITY_LOG_LEVEL="warning",
+    )
+    if redis_url:
+        env["IDENTITY_REDIS_URL"] = redis_url
+    return env
+
+
+@pytest.fixture
+def served(
+    database: Database, database_url: str, redis_url: str | None, redis_prefix: str, tmp_path: Path
+) -> Iterator[tuple[str, dict[str, str]]]:
+    port = free_port()
+    env = served_environment(database_url, redis_url, redis_prefix, tmp_path / "keys", port)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "identity", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(url, process)
+        yield url, env
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def run_cli(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """Run ``identity ARGS --json`` in a subprocess and return its JSON output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "identity", *args, "--json"],
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return (
+        dict(json.loads(result.stdout))
+        if result.stdout.strip().startswith(b"{")
+        else {"items": json.loads(result.stdout)}
+    )
