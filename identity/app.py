@@ -34,7 +34,7 @@ log = logging.getLogger("identity")
 _PRUNE_INTERVAL_SECONDS = 600
 
 
-def _redis_client(settings: Settings) -> redis.Redis[bytes] | None:
+def _redis_client(settings: Settings) -> redis.Redis | None:
     if settings.redis_url is None:
         return None
     # Short timeouts: a Redis that hangs must turn into the database fallback quickly.
@@ -88,7 +88,7 @@ async def readyz(request: Request) -> Response:
         checks["database"] = "ok"
     except DBAPIError:
         checks["database"] = "down"
-    client: redis.Redis[bytes] | None = request.app.state.redis
+    client: redis.Redis | None = request.app.state.redis
     if client is not None:
         try:
             await run_in_threadpool(client.ping)

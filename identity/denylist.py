@@ -28,7 +28,7 @@ _MARKER_TTL_SECONDS = 600
 class Denylist:
     """Revoke a jti, ask whether a jti is revoked."""
 
-    def __init__(self, database: Database, client: redis.Redis[bytes] | None, prefix: str) -> None:
+    def __init__(self, database: Database, client: redis.Redis | None, prefix: str) -> None:
         self._database = database
         self._redis = client
         self._key_prefix = prefix + "denylist:"
