@@ -97,6 +97,31 @@ class Settings:
         True, _boolean, doc="`identity serve` runs `alembic upgrade head` before it listens"
     )
     log_level: str = _setting("info", doc="Log level: debug, info, warning, error")
+    smtp_url: str | None = _setting(
+        None,
+        _optional,
+        doc="`smtp://user:pass@host:587` (STARTTLS) or `smtps://...:465`; unset: mail goes to "
+        "the outbox folder",
+    )
+    mail_from: str = _setting("identity <no-reply@localhost>", doc="From: of every mail")
+    outbox_dir: Path = _setting(
+        Path("outbox"), Path, doc="Where mail is written as `.eml` files when no SMTP is set"
+    )
+    argon2_time_cost: int = _setting(3, _positive_int, doc="argon2id passes")
+    argon2_memory_kib: int = _setting(65536, _positive_int, doc="argon2id memory, KiB")
+    argon2_parallelism: int = _setting(4, _positive_int, doc="argon2id lanes")
+    session_idle_seconds: int = _setting(
+        7200, _positive_int, doc="A browser session ends after this long unused"
+    )
+    session_max_seconds: int = _setting(
+        86400, _positive_int, doc="A browser session ends this long after login, used or not"
+    )
+    rate_limits: tuple[str, ...] = _setting(
+        (),
+        _word_list,
+        doc="Overrides of named limits, e.g. `login.account=10/300 signup.ip=20/3600` "
+        "(attempts/seconds)",
+    )
 
     def __post_init__(self) -> None:
         scheme = urlsplit(self.issuer).scheme

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from identity.models import AuditEvent, Client, RevokedToken
+from identity.models import (
+    AuditEvent,
+    BrowserSession,
+    Client,
+    OneTimeToken,
+    OutboxMessage,
+    RevokedToken,
+    User,
+    VerificationChallenge,
+)
+
+
+def _is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
 
 
 def _insert_ignoring_duplicates(session: Session, model: Any, values: dict[str, Any]) -> None:
     # Two racing requests may write the same key; the loser must not turn into a 500.
-    insert = (
-        postgresql_insert
-        if session.bind and session.bind.dialect.name == "postgresql"
-        else sqlite_insert
-    )
+    insert = postgresql_insert if _is_postgresql(session) else sqlite_insert
     session.execute(insert(model).values(**values).on_conflict_do_nothing())
 
 
@@ -97,3 +107,223 @@ def list_audit_events(
     if after_id is not None:
         query = query.where(AuditEvent.id > after_id)
     return session.scalars(query).all()
+
+
+# -- users ----------------------------------------------------------------------------------
+
+
+def get_user(session: Session, user_id: uuid.UUID) -> User | None:
+    return session.get(User, user_id)
+
+
+def get_user_by_email(session: Session, email: str, *, for_update: bool = False) -> User | None:
+    query = select(User).where(User.email == email)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def add_user(session: Session, user: User) -> None:
+    session.add(user)
+    session.flush()
+
+
+def list_users(session: Session, limit: int = 1000) -> Sequence[User]:
+    return session.scalars(select(User).order_by(User.created_at, User.id).limit(limit)).all()
+
+
+def delete_user(session: Session, user: User) -> None:
+    session.delete(user)
+    session.flush()
+
+
+# -- browser sessions -----------------------------------------------------------------------
+
+
+def get_browser_session(session: Session, session_id: str) -> BrowserSession | None:
+    return session.get(BrowserSession, session_id)
+
+
+def add_browser_session(session: Session, browser_session: BrowserSession) -> None:
+    session.add(browser_session)
+    session.flush()
+
+
+def delete_browser_session(session: Session, session_id: str) -> None:
+    session.execute(delete(BrowserSession).where(BrowserSession.id == session_id))
+
+
+def delete_user_sessions(session: Session, user_id: uuid.UUID, *, keep: str | None = None) -> int:
+    query = delete(BrowserSession).where(BrowserSession.user_id == user_id)
+    if keep is not None:
+        query = query.where(BrowserSession.id != keep)
+    return int(session.execute(query).rowcount)  # type: ignore[attr-defined]
+
+
+def list_user_sessions(
+    session: Session, user_id: uuid.UUID, now: datetime
+) -> Sequence[BrowserSession]:
+    query = (
+        select(BrowserSession)
+        .where(BrowserSession.user_id == user_id, BrowserSession.expires_at > now)
+        .order_by(BrowserSession.last_seen_at.desc())
+    )
+    return session.scalars(query).all()
+
+
+def prune_browser_sessions(session: Session, now: datetime) -> int:
+    result = session.execute(delete(BrowserSession).where(BrowserSession.expires_at <= now))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# -- verification challenges and one-time tokens -------------------------------------------
+
+
+def add_challenge(session: Session, challenge: VerificationChallenge) -> None:
+    session.add(challenge)
+    session.flush()
+
+
+def delete_challenges(session: Session, user_id: uuid.UUID) -> None:
+    session.execute(delete(VerificationChallenge).where(VerificationChallenge.user_id == user_id))
+
+
+def live_challenge(
+    session: Session, user_id: uuid.UUID, now: datetime
+) -> VerificationChallenge | None:
+    query = (
+        select(VerificationChallenge)
+        .where(
+            VerificationChallenge.user_id == user_id,
+            VerificationChallenge.used_at.is_(None),
+            VerificationChallenge.expires_at > now,
+        )
+        .order_by(VerificationChallenge.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).one_or_none()
+
+
+def challenge_by_link(session: Session, link_digest: str) -> VerificationChallenge | None:
+    query = select(VerificationChallenge).where(VerificationChallenge.link_digest == link_digest)
+    return session.scalars(query).one_or_none()
+
+
+def take_challenge_attempt(session: Session, challenge_id: int, max_attempts: int) -> bool:
+    """Count one try, atomically; False when the challenge has no tries left (or is used)."""
+    result = session.execute(
+        update(VerificationChallenge)
+        .where(
+            VerificationChallenge.id == challenge_id,
+            VerificationChallenge.attempts < max_attempts,
+            VerificationChallenge.used_at.is_(None),
+        )
+        .values(attempts=VerificationChallenge.attempts + 1)
+    )
+    return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+def use_challenge(session: Session, challenge_id: int, now: datetime) -> bool:
+    """Mark used; False when another request used it first."""
+    result = session.execute(
+        update(VerificationChallenge)
+        .where(VerificationChallenge.id == challenge_id, VerificationChallenge.used_at.is_(None))
+        .values(used_at=now)
+    )
+    return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+def add_one_time_token(session: Session, token: OneTimeToken) -> None:
+    session.add(token)
+    session.flush()
+
+
+def get_one_time_token(session: Session, digest: str, purpose: str) -> OneTimeToken | None:
+    token = session.get(OneTimeToken, digest)
+    return token if token is not None and token.purpose == purpose else None
+
+
+def use_one_time_token(session: Session, digest: str, now: datetime) -> bool:
+    """Spend a token atomically; False when it was spent, expired or replaced."""
+    result = session.execute(
+        update(OneTimeToken)
+        .where(
+            OneTimeToken.digest == digest,
+            OneTimeToken.used_at.is_(None),
+            OneTimeToken.expires_at > now,
+        )
+        .values(used_at=now)
+    )
+    return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+def delete_one_time_tokens(session: Session, user_id: uuid.UUID, purpose: str) -> None:
+    session.execute(
+        delete(OneTimeToken).where(OneTimeToken.user_id == user_id, OneTimeToken.purpose == purpose)
+    )
+
+
+def prune_one_time_secrets(session: Session, now: datetime) -> None:
+    session.execute(delete(OneTimeToken).where(OneTimeToken.expires_at <= now))
+    session.execute(delete(VerificationChallenge).where(VerificationChallenge.expires_at <= now))
+
+
+# -- the mail outbox ------------------------------------------------------------------------
+
+
+def add_outbox_message(session: Session, message: OutboxMessage) -> None:
+    session.add(message)
+    session.flush()
+
+
+def claim_due_messages(
+    session: Session, now: datetime, *, limit: int, claim_for: timedelta
+) -> Sequence[OutboxMessage]:
+    """Claim up to ``limit`` due messages for ``claim_for``. On PostgreSQL the rows are
+    locked with SKIP LOCKED, so concurrent senders never pick the same message; the claim
+    itself (``claimed_until``) keeps SQLite's single writer and crashed senders safe."""
+    query = (
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.sent_at.is_(None),
+            OutboxMessage.next_attempt_at <= now,
+            (OutboxMessage.claimed_until.is_(None)) | (OutboxMessage.claimed_until < now),
+        )
+        .order_by(OutboxMessage.id)
+        .limit(limit)
+    )
+    if _is_postgresql(session):
+        query = query.with_for_update(skip_locked=True)
+    messages = session.scalars(query).all()
+    for message in messages:
+        message.claimed_until = now + claim_for
+    session.flush()
+    return messages
+
+
+def mark_message_sent(session: Session, message_id: int, now: datetime) -> None:
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id)
+        .values(sent_at=now, claimed_until=None, text_body="", html_body="", last_error=None)
+    )
+
+
+def mark_message_failed(
+    session: Session, message_id: int, error: str, next_attempt_at: datetime
+) -> None:
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id)
+        .values(
+            attempts=OutboxMessage.attempts + 1,
+            last_error=error[:500],
+            next_attempt_at=next_attempt_at,
+            claimed_until=None,
+        )
+    )
+
+
+def outbox_backlog(session: Session) -> int:
+    query = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
+    return int(session.scalar(query) or 0)
