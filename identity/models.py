@@ -192,6 +192,8 @@ class BrowserSession(Base):
     __table_args__ = (Index(None, "user_id"), Index(None, "expires_at"))
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # What pages and the API show and take: never the digest that keys the row.
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey(_USER_FK, ondelete="CASCADE"))
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -327,3 +327,12 @@ def mark_message_failed(
 def outbox_backlog(session: Session) -> int:
     query = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
     return int(session.scalar(query) or 0)
+
+
+def get_user_session_by_public_id(
+    session: Session, user_id: uuid.UUID, public_id: str
+) -> BrowserSession | None:
+    query = select(BrowserSession).where(
+        BrowserSession.user_id == user_id, BrowserSession.public_id == public_id
+    )
+    return session.scalars(query).one_or_none()

@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 04:02:50.063596
+Create Date: 2026-11-22 04:04:44.684716
 """
 
 from collections.abc import Sequence
@@ -64,6 +64,7 @@ def upgrade() -> None:
     op.create_table(
         "browser_sessions",
         sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("public_id", sa.String(length=32), nullable=False),
         sa.Column("user_id", sa.Uuid(), nullable=True),
         sa.Column("csrf_token", sa.String(length=64), nullable=False),
         sa.Column("created_at", identity.models.UTCDateTime(timezone=True), nullable=False),
@@ -81,6 +82,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_browser_sessions")),
+        sa.UniqueConstraint("public_id", name=op.f("uq_browser_sessions_public_id")),
     )
     with op.batch_alter_table("browser_sessions", schema=None) as batch_op:
         batch_op.create_index(
