@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import redis
 from sqlalchemy.exc import DBAPIError
@@ -19,15 +19,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from identity import protocol, repositories
+from identity import protocol, repositories, web
+from identity.accounts import Accounts
 from identity.config import Settings
 from identity.db import Database
 from identity.denylist import Denylist
 from identity.keys import KeyStore
+from identity.mail import OutboxSender
 from identity.protocol.endpoints import metadata
 from identity.protocol.routes import protocol_routes
 from identity.protocol.tokens import AccessTokenIssuer
 from identity.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+from identity.sessions import SessionPolicy
 
 log = logging.getLogger("identity")
 
@@ -55,25 +58,42 @@ def _error_body(status: int, detail: str) -> dict[str, str]:
     return {"error": error, "error_description": detail}
 
 
+_MACHINE_PATHS = ("/oauth2/", "/.well-known/", "/api/", "/healthz", "/readyz", "/static/")
+_PAGE_TEXT = {
+    404: ("Page not found", "There is nothing at this address."),
+    405: ("Not allowed", "This page cannot be used that way."),
+    413: ("Too much data", "What you sent is larger than this server accepts."),
+    500: ("Something went wrong", "An unexpected error happened on our side. Try again."),
+    503: ("Temporarily unavailable", "The service is briefly unavailable. Try again shortly."),
+}
+
+
+def _error(
+    request: Request, status: int, detail: str, headers: dict[str, str] | None = None
+) -> Response:
+    """An error in the caller's own format: a friendly page for browsers, OAuth JSON else."""
+    if not request.url.path.startswith(_MACHINE_PATHS):
+        heading, text = _PAGE_TEXT.get(status, ("Something went wrong", detail))
+        response = web.message(request, None, heading, text, status=status)
+        response.headers.update(headers or {})
+        return response
+    return JSONResponse(_error_body(status, detail), status_code=status, headers=headers)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return JSONResponse(
-        _error_body(exc.status_code, exc.detail), status_code=exc.status_code, headers=exc.headers
-    )
+    return _error(request, exc.status_code, exc.detail, dict(exc.headers or {}))
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
     log.error("database error on %s: %s", request.url.path, type(exc).__name__)
-    return JSONResponse(
-        _error_body(503, "The service is temporarily unavailable; retry shortly."),
-        status_code=503,
-        headers={"Retry-After": "5", "Cache-Control": "no-store"},
-    )
+    detail = "The service is temporarily unavailable; retry shortly."
+    return _error(request, 503, detail, {"Retry-After": "5", "Cache-Control": "no-store"})
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s", request.url.path, exc_info=exc)
-    return JSONResponse(_error_body(500, "Internal error."), status_code=500)
+    return _error(request, 500, "Internal error.")
 
 
 async def healthz(request: Request) -> Response:
@@ -104,12 +124,15 @@ async def readyz(request: Request) -> Response:
 
 
 async def _prune_forever(database: Database) -> None:
-    """Drop denylist rows of tokens that have expired anyway."""
+    """Drop rows that have expired anyway: denylist entries, sessions, codes and links."""
     while True:
         await asyncio.sleep(_PRUNE_INTERVAL_SECONDS)
         try:
             with database.transaction() as session:
-                repositories.prune_revoked_tokens(session, datetime.now(UTC))
+                now = datetime.now(UTC)
+                repositories.prune_revoked_tokens(session, now)
+                repositories.prune_browser_sessions(session, now)
+                repositories.prune_one_time_secrets(session, now)
         except DBAPIError as error:
             log.warning("pruning expired rows failed: %s", type(error).__name__)
 
@@ -130,6 +153,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     issuer = AccessTokenIssuer(settings.issuer, keys, settings.access_token_ttl)
     denylist = Denylist(database, redis_client, settings.redis_prefix)
     oauth = protocol.build_server(database, issuer, denylist)
+    accounts = Accounts.from_settings(settings, database, redis_client)
+    sender = OutboxSender(database, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -137,9 +162,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         keys.ring()
         settings.log_unsafe_defaults()
         pruner = asyncio.create_task(_prune_forever(database))
+        stop_sending = asyncio.Event()
+        mail = asyncio.create_task(sender.run(stop_sending))
         try:
             yield
         finally:
+            stop_sending.set()  # the sender finishes the message at hand, then stops
+            await mail
             pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pruner
@@ -151,6 +180,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *protocol_routes(settings),
+        *web.page_routes(),
     ]
     middleware = [
         Middleware(SecurityHeadersMiddleware, https=settings.is_https),
@@ -171,4 +201,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.redis = redis_client
     app.state.oauth = oauth
     app.state.discovery = metadata(settings.issuer, protocol.grant_types())
+    app.state.accounts = accounts
+    app.state.session_policy = SessionPolicy(
+        idle=timedelta(seconds=settings.session_idle_seconds),
+        absolute=timedelta(seconds=settings.session_max_seconds),
+        https=settings.is_https,
+    )
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import sys
@@ -11,7 +12,8 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from identity import audit, clients, repositories
+from identity import admin, audit, clients, repositories
+from identity.accounts import AccountError, Accounts
 from identity.config import Settings, SettingsError
 from identity.db import Database, upgrade_schema
 from identity.keys import KeyStore, KeyStoreError
@@ -117,6 +119,66 @@ def clients_delete(args: argparse.Namespace, settings: Settings) -> None:
     _emit(args, {"deleted": args.client_id}, f"deleted {args.client_id}")
 
 
+# -- users ----------------------------------------------------------------------------------
+
+
+def _accounts(settings: Settings) -> Accounts:
+    return Accounts.from_settings(settings, _database(settings), None)
+
+
+def users_create(args: argparse.Namespace, settings: Settings) -> None:
+    accounts = _accounts(settings)
+    password = args.password if args.password is not None else getpass.getpass("Password: ")
+    with accounts.database.transaction() as session:
+        user = admin.create_user(
+            accounts,
+            session,
+            email=args.email,
+            name=args.name or args.email.split("@")[0],
+            password=password,
+            verified=args.verified,
+        )
+        data = admin.describe(user)
+    _emit(args, data, f"created {data['id']} <{data['email']}>")
+
+
+def users_list(args: argparse.Namespace, settings: Settings) -> None:
+    with _database(settings).transaction() as session:
+        rows = admin.list_users(session)
+    text = "\n".join(
+        f"{r['id']}  {r['email']}  {'verified' if r['email_verified'] else 'unverified'}"
+        f"{'' if r['is_active'] else '  disabled'}"
+        for r in rows
+    )
+    _emit(args, rows, text or "no users")
+
+
+def users_show(args: argparse.Namespace, settings: Settings) -> None:
+    with _database(settings).transaction() as session:
+        data = admin.describe(admin.find_user(session, args.user))
+    _emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
+def _users_set_active(active: bool) -> Handler:
+    def handler(args: argparse.Namespace, settings: Settings) -> None:
+        accounts = _accounts(settings)
+        with accounts.database.transaction() as session:
+            user = admin.find_user(session, args.user)
+            admin.set_active(accounts, session, user, active)
+            data = admin.describe(user)
+        _emit(args, data, f"{data['email']} is {'enabled' if active else 'disabled'}")
+
+    return handler
+
+
+def users_delete(args: argparse.Namespace, settings: Settings) -> None:
+    with _database(settings).transaction() as session:
+        user = admin.find_user(session, args.user)
+        data = admin.describe(user)
+        admin.delete_user(session, user)
+    _emit(args, {"deleted": data["id"]}, f"deleted {data['email']}")
+
+
 # -- keys -----------------------------------------------------------------------------------
 
 
@@ -194,6 +256,26 @@ def _parser() -> argparse.ArgumentParser:
         one.add_argument("client_id")
         one.set_defaults(handler=handler)
 
+    user_commands = commands.add_parser("users", help="user accounts").add_subparsers(
+        dest="action", required=True
+    )
+    new_user = user_commands.add_parser("create", parents=[common], help="create an account")
+    new_user.add_argument("--email", required=True)
+    new_user.add_argument("--name")
+    new_user.add_argument("--password", help="read from a prompt when left out")
+    new_user.add_argument("--verified", action="store_true", help="mark the email verified")
+    new_user.set_defaults(handler=users_create)
+    user_commands.add_parser("list", parents=[common]).set_defaults(handler=users_list)
+    for name, user_handler in (
+        ("show", users_show),
+        ("disable", _users_set_active(False)),
+        ("enable", _users_set_active(True)),
+        ("delete", users_delete),
+    ):
+        one_user = user_commands.add_parser(name, parents=[common])
+        one_user.add_argument("user", help="id or email")
+        one_user.set_defaults(handler=user_handler)
+
     key_commands = commands.add_parser("keys", help="signing keys").add_subparsers(
         dest="action", required=True
     )
@@ -223,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         SettingsError,
         KeyStoreError,
         clients.ClientRegistrationError,
+        AccountError,
         LookupError,
     ) as error:
         print(f"identity: error: {error}", file=sys.stderr)

@@ -336,3 +336,20 @@ def get_user_session_by_public_id(
         BrowserSession.user_id == user_id, BrowserSession.public_id == public_id
     )
     return session.scalars(query).one_or_none()
+
+
+def live_one_time_token(
+    session: Session, user_id: uuid.UUID, purpose: str, now: datetime
+) -> OneTimeToken | None:
+    query = (
+        select(OneTimeToken)
+        .where(
+            OneTimeToken.user_id == user_id,
+            OneTimeToken.purpose == purpose,
+            OneTimeToken.used_at.is_(None),
+            OneTimeToken.expires_at > now,
+        )
+        .order_by(OneTimeToken.created_at.desc())
+        .limit(1)
+    )
+    return session.scalars(query).one_or_none()

@@ -113,7 +113,14 @@ def test_no_cors_headers_without_configured_origins(http: TestClient) -> None:
     assert "access-control-allow-origin" not in response.headers
 
 
-def test_unknown_path_is_a_json_404(http: TestClient) -> None:
-    response = http.get("/no/such/page")
+def test_unknown_protocol_path_is_a_json_404(http: TestClient) -> None:
+    response = http.get("/oauth2/no-such-endpoint")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+def test_unknown_page_is_a_friendly_html_404(http: TestClient) -> None:
+    response = http.get("/no/such/page")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Page not found" in response.text

@@ -1,0 +1,369 @@
+"""Accounts: signup, email verification, login, password reset and change, profile changes.
+
+The hosted pages and the JSON API both call these; every rule lives here once. Answers that
+could reveal whether an address has an account are the same either way, in the same time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import redis
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from identity import audit, repositories
+from identity.audit import RequestContext
+from identity.config import Settings, SettingsError
+from identity.db import Database
+from identity.limits import DEFAULT_LIMITS, RateLimiter, parse_overrides
+from identity.mail import Mailer
+from identity.models import User, VerificationChallenge, secret_digest, utcnow
+from identity.passwords import PasswordHasher, PasswordPolicyError, check_policy
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+CODE_LIFETIME = timedelta(minutes=10)
+CODE_ATTEMPTS = 5
+RESET_LIFETIME = timedelta(minutes=30)
+EMAIL_CHANGE_LIFETIME = timedelta(hours=24)
+
+
+class AccountError(Exception):
+    """A refusal the user can act on; ``str()`` is a friendly sentence."""
+
+    code = "invalid_request"
+
+
+class InvalidInput(AccountError):
+    """Field errors: ``fields`` maps a field name to its message."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(fields.values()))
+        self.fields = fields
+
+
+class InvalidCredentials(AccountError):
+    code = "invalid_credentials"
+
+    def __init__(self) -> None:
+        super().__init__("That email and password don't match an account.")
+
+
+class EmailNotVerified(AccountError):
+    code = "email_not_verified"
+
+    def __init__(self, email: str) -> None:
+        super().__init__("Verify your email address first: we've sent you a new code.")
+        self.email = email
+
+
+class Throttled(AccountError):
+    code = "too_many_attempts"
+
+    def __init__(self, retry_after: int) -> None:
+        minutes = max(1, (retry_after + 59) // 60)
+        super().__init__(f"Too many attempts. Try again in {minutes} minute{'s' * (minutes > 1)}.")
+        self.retry_after = retry_after
+
+
+class InvalidCode(AccountError):
+    code = "invalid_code"
+
+
+class InvalidLink(AccountError):
+    code = "invalid_link"
+
+    def __init__(self) -> None:
+        super().__init__("This link is invalid or has expired. Ask for a new one.")
+
+
+def normalise_email(raw: str) -> str:
+    """Trimmed, NFKC, lower-cased and syntactically valid, or InvalidInput."""
+    value = unicodedata.normalize("NFKC", raw.strip()).lower()
+    if not value or len(value) > 320:
+        raise InvalidInput({"email": "Enter a valid email address."})
+    try:
+        checked = validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        raise InvalidInput({"email": "Enter a valid email address."}) from None
+    return str(checked.normalized).lower()
+
+
+def clean_name(raw: str) -> str:
+    name = unicodedata.normalize("NFKC", raw).strip()
+    if not name or len(name) > 200 or any(unicodedata.category(c) == "Cc" for c in name):
+        raise InvalidInput({"name": "Enter your name (up to 200 characters)."})
+    return name
+
+
+def _code_digest(user: User, code: str) -> str:
+    # Bound to the account: the same code means nothing for another user.
+    return secret_digest(f"{user.id}:{code}")
+
+
+@dataclass
+class Accounts:
+    """The account services, with their collaborators."""
+
+    settings: Settings
+    database: Database
+    hasher: PasswordHasher
+    mailer: Mailer
+    limiter: RateLimiter
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, database: Database, redis_client: redis.Redis | None
+    ) -> Accounts:
+        """The services as the settings configure them."""
+        try:
+            limits = {**DEFAULT_LIMITS, **parse_overrides(settings.rate_limits)}
+        except ValueError as error:
+            raise SettingsError(f"IDENTITY_RATE_LIMITS: {error}") from None
+        return cls(
+            settings=settings,
+            database=database,
+            hasher=PasswordHasher(
+                settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
+            ),
+            mailer=Mailer(settings, TEMPLATES_DIR),
+            limiter=RateLimiter(limits, redis_client, settings.redis_prefix),
+        )
+
+    def now(self) -> datetime:
+        return utcnow()
+
+    def end_everything(self, session: Session, user: User) -> None:
+        """End every session of ``user`` (and, with the OAuth side, every refresh token)."""
+        repositories.delete_user_sessions(session, user.id)
+
+    def link(self, path: str, token: str) -> str:
+        # Links come from the issuer, never from the request's Host header.
+        return f"{self.settings.issuer}{path}?token={token}"
+
+    def limit(self, name: str, key: str) -> None:
+        """Count one attempt on a named limiter; Throttled once it is over its limit."""
+        decision = self.limiter.hit(name, key)
+        if not decision.allowed:
+            with self.database.transaction() as session:
+                audit.record(session, "throttled", outcome="failure", detail={"limiter": name})
+            raise Throttled(decision.retry_after)
+
+    def _record_apart(self, kind: str, context: RequestContext, **fields: object) -> None:
+        """An audit row in its own transaction: the caller's will roll back."""
+        with self.database.transaction() as session:
+            audit.record(session, kind, context=context, outcome="failure", **fields)  # type: ignore[arg-type]
+
+    # -- signup and verification -----------------------------------------------------------
+
+    def check_password(self, password: str, email: str, name: str | None, field_name: str) -> str:
+        """The normalised password, or InvalidInput on ``field_name``; length checked first."""
+        if len(password) > 1024:  # before any normalising or hashing work
+            raise InvalidInput({field_name: "Use at most 1024 characters."})
+        try:
+            return check_policy(password, email=email, name=name)
+        except PasswordPolicyError as error:
+            raise InvalidInput({field_name: str(error)}) from None
+
+    def signup(
+        self, session: Session, *, email: str, name: str, password: str, context: RequestContext
+    ) -> None:
+        """Create an unverified account and mail it a code; the answer never says whether
+        the address was taken (its owner gets a notice instead)."""
+        self.limit("signup.ip", context.ip or "unknown")
+        errors: dict[str, str] = {}
+        try:
+            email = normalise_email(email)
+        except InvalidInput as error:
+            errors.update(error.fields)
+        try:
+            name = clean_name(name)
+        except InvalidInput as error:
+            errors.update(error.fields)
+        if errors:
+            raise InvalidInput(errors)
+        normalised = self.check_password(password, email, name, "password")
+        password_hash = self.hasher.hash(normalised)
+        user = repositories.get_user_by_email(session, email, for_update=True)
+        if user is None:
+            user = User(email=email, name=name, password_hash=password_hash)
+            try:
+                with session.begin_nested():  # a racing signup for the same address may win
+                    repositories.add_user(session, user)
+            except IntegrityError:
+                user = repositories.get_user_by_email(session, email, for_update=True)
+                assert user is not None
+                self._signup_existing(session, user, name, password_hash, context)
+                return
+            self._send_code(session, user)
+            audit.record(session, "signup", context=context, subject=str(user.id))
+            return
+        self._signup_existing(session, user, name, password_hash, context)
+
+    def _signup_existing(
+        self, session: Session, user: User, name: str, password_hash: str, context: RequestContext
+    ) -> None:
+        if user.email_verified:
+            self.mailer.enqueue(
+                session,
+                user.email,
+                "signup_exists",
+                login_link=f"{self.settings.issuer}/login",
+                reset_link=f"{self.settings.issuer}/forgot-password",
+            )
+            audit.record(session, "signup.duplicate", context=context, subject=str(user.id))
+            return
+        # Pre-hijacking: whatever an earlier, unverified registrant set up dies here.
+        repositories.delete_user_sessions(session, user.id)
+        user.password_hash, user.name = password_hash, name
+        self._send_code(session, user)
+        audit.record(session, "signup.repeated", context=context, subject=str(user.id))
+
+    def _send_code(self, session: Session, user: User) -> None:
+        """A new code and link (the old ones die: newest wins), mailed through the outbox."""
+        repositories.delete_challenges(session, user.id)
+        code = f"{secrets.randbelow(1_000_000):06d}"
+        link_token = secrets.token_urlsafe(32)
+        repositories.add_challenge(
+            session,
+            VerificationChallenge(
+                user_id=user.id,
+                code_digest=_code_digest(user, code),
+                link_digest=secret_digest(link_token),
+                expires_at=self.now() + CODE_LIFETIME,
+            ),
+        )
+        self.mailer.enqueue(
+            session,
+            user.email,
+            "verify_email",
+            name=user.name,
+            code=code,
+            link=self.link("/verify-email", link_token),
+            minutes=int(CODE_LIFETIME.total_seconds() // 60),
+        )
+
+    def resend_code(self, session: Session, email: str, context: RequestContext) -> None:
+        """Mail a fresh code to an unverified account; silent for any other address."""
+        try:
+            email = normalise_email(email)
+        except InvalidInput:
+            return
+        self.limit("verify.resend", email)
+        user = repositories.get_user_by_email(session, email)
+        if user is not None and not user.email_verified and user.is_active:
+            self._send_code(session, user)
+            audit.record(session, "verify.resent", context=context, subject=str(user.id))
+
+    def verify_code(self, session: Session, email: str, code: str, context: RequestContext) -> User:
+        """Verify with the 6-digit code; each try counts, five wrong ones kill the code."""
+        wrong = InvalidCode("That code is wrong or has expired. Check the latest email.")
+        try:
+            email = normalise_email(email)
+        except InvalidInput:
+            raise wrong from None
+        self.limit("verify.account", email)
+        user = repositories.get_user_by_email(session, email)
+        challenge = (
+            None if user is None else repositories.live_challenge(session, user.id, self.now())
+        )
+        if user is None or challenge is None:
+            raise wrong
+        code = code.strip()
+        # The try is counted in its own transaction, before the comparison, so it sticks
+        # even though a wrong code fails this request; the update is conditional, so
+        # concurrent guesses cannot exceed the limit.
+        with self.database.transaction() as counting:
+            allowed = repositories.take_challenge_attempt(counting, challenge.id, CODE_ATTEMPTS)
+        if not allowed:
+            raise InvalidCode("Too many wrong codes. Ask for a new code.")
+        if not (len(code) == 6 and code.isdigit()) or not hmac.compare_digest(
+            _code_digest(user, code), challenge.code_digest
+        ):
+            self._record_apart("verify.failed", context, subject=str(user.id))
+            raise wrong
+        if not repositories.use_challenge(session, challenge.id, self.now()):
+            raise wrong
+        self._mark_verified(session, user, context)
+        return user
+
+    def verify_link(self, session: Session, token: str, context: RequestContext) -> User:
+        """Verify with the link from the mail (single use, same lifetime as the code)."""
+        challenge = repositories.challenge_by_link(session, secret_digest(token))
+        if (
+            challenge is None
+            or challenge.used_at is not None
+            or challenge.expires_at <= self.now()
+            or challenge.attempts >= CODE_ATTEMPTS
+            or not repositories.use_challenge(session, challenge.id, self.now())
+        ):
+            raise InvalidLink()
+        user = repositories.get_user(session, challenge.user_id)
+        assert user is not None
+        self._mark_verified(session, user, context)
+        return user
+
+    def _mark_verified(self, session: Session, user: User, context: RequestContext) -> None:
+        user.email_verified = True
+        repositories.delete_user_sessions(session, user.id)  # set up before the proof: gone
+        repositories.delete_challenges(session, user.id)
+        audit.record(session, "email.verified", context=context, subject=str(user.id))
+
+    # -- login ---------------------------------------------------------------------------------
+
+    def authenticate(
+        self, session: Session, email: str, password: str, context: RequestContext
+    ) -> User:
+        """Check email and password. Limiters are checked before the password; unknown users
+        cost a dummy argon2 verify so timing does not reveal accounts."""
+        try:
+            email = normalise_email(email)
+        except InvalidInput:
+            email = ""
+        blocked = self.limiter.peek("login.account", email) if email else None
+        if blocked is not None and not blocked.allowed:
+            # Counting this try too turns a full window into a block that grows each time.
+            decision = self.limiter.hit("login.account", email)
+            self._record_apart("login.throttled", context, detail={"limiter": "login.account"})
+            raise Throttled(max(decision.retry_after, blocked.retry_after))
+        self.limit("login.ip", context.ip or "unknown")
+        if len(password) > 1024:
+            raise InvalidCredentials()
+        user = repositories.get_user_by_email(session, email) if email else None
+        if user is None or user.password_hash is None:
+            self.hasher.dummy_verify(password)
+            self._login_failed(email, None, "unknown_account", context)
+        assert user is not None and user.password_hash is not None
+        if not self.hasher.verify(user.password_hash, password):
+            self._login_failed(email, user, "wrong_password", context)
+        if not user.is_active:
+            self._login_failed(email, user, "disabled", context)
+        if self.hasher.needs_rehash(user.password_hash):
+            user.password_hash = self.hasher.hash(unicodedata.normalize("NFKC", password))
+        self.limiter.reset("login.account", email)
+        if not user.email_verified:
+            # Committed on its own: the caller's transaction ends with this refusal.
+            with self.database.transaction() as own:
+                unverified = repositories.get_user(own, user.id)
+                assert unverified is not None
+                self._send_code(own, unverified)
+                audit.record(own, "login.unverified", context=context, subject=str(user.id))
+            raise EmailNotVerified(email)
+        audit.record(session, "login.succeeded", context=context, subject=str(user.id))
+        return user
+
+    def _login_failed(
+        self, email: str, user: User | None, reason: str, context: RequestContext
+    ) -> None:
+        decision = self.limiter.hit("login.account", email or "invalid")
+        subject = str(user.id) if user is not None else None
+        self._record_apart("login.failed", context, subject=subject, detail={"reason": reason})
+        if not decision.allowed:
+            self._record_apart("login.throttled", context, subject=subject)
+        raise InvalidCredentials()

@@ -1,0 +1,183 @@
+"""Self-service changes of a signed-in user: name, password, email, sessions."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from identity import audit, repositories
+from identity.accounts import (
+    EMAIL_CHANGE_LIFETIME,
+    Accounts,
+    InvalidInput,
+    InvalidLink,
+    clean_name,
+    normalise_email,
+)
+from identity.audit import RequestContext
+from identity.models import BrowserSession, OneTimeToken, User, secret_digest
+
+EMAIL_CHANGE = "email_change"
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """A browser session as its owner sees it."""
+
+    public_id: str
+    created_at: datetime
+    last_seen_at: datetime
+    ip: str | None
+    user_agent: str | None
+    current: bool
+
+
+def change_name(session: Session, user: User, name: str, context: RequestContext) -> None:
+    user.name = clean_name(name)
+    audit.record(session, "profile.updated", context=context, subject=str(user.id))
+
+
+def _require_password(accounts: Accounts, user: User, password: str, field: str) -> None:
+    accounts.limit("login.account", user.email)
+    if user.password_hash is None or not accounts.hasher.verify(user.password_hash, password):
+        raise InvalidInput({field: "That isn't your current password."})
+
+
+def change_password(
+    accounts: Accounts,
+    session: Session,
+    user: User,
+    current: str,
+    new: str,
+    context: RequestContext,
+    keep_session: str | None = None,
+) -> None:
+    """Needs the current password; every other session of the account ends."""
+    normalised = accounts.check_password(new, user.email, user.name, "new_password")
+    _require_password(accounts, user, current, "current_password")
+    user.password_hash = accounts.hasher.hash(normalised)
+    user.password_changed_at = accounts.now()
+    repositories.delete_user_sessions(session, user.id, keep=keep_session)
+    accounts.mailer.enqueue(
+        session,
+        user.email,
+        "password_changed",
+        name=user.name,
+        reset_link=f"{accounts.settings.issuer}/forgot-password",
+    )
+    audit.record(session, "password.changed", context=context, subject=str(user.id))
+
+
+def request_email_change(
+    accounts: Accounts,
+    session: Session,
+    user: User,
+    new_email: str,
+    password: str,
+    context: RequestContext,
+) -> str:
+    """Mail a confirmation link to the new address and a notice to the old one.
+
+    A taken address gets no mail but the same answer, so this reveals no accounts."""
+    try:
+        email = normalise_email(new_email)
+    except InvalidInput:
+        raise InvalidInput({"new_email": "Enter a valid email address."}) from None
+    _require_password(accounts, user, password, "email_password")
+    if email == user.email:
+        raise InvalidInput({"new_email": "That is already your email address."})
+    repositories.delete_one_time_tokens(session, user.id, EMAIL_CHANGE)
+    if repositories.get_user_by_email(session, email) is None:
+        token = secrets.token_urlsafe(32)
+        repositories.add_one_time_token(
+            session,
+            OneTimeToken(
+                digest=secret_digest(token),
+                user_id=user.id,
+                purpose=EMAIL_CHANGE,
+                data={"email": email},
+                expires_at=accounts.now() + EMAIL_CHANGE_LIFETIME,
+            ),
+        )
+        accounts.mailer.enqueue(
+            session,
+            email,
+            "email_change_confirm",
+            name=user.name,
+            link=accounts.link("/account/email/confirm", token),
+            minutes=int(EMAIL_CHANGE_LIFETIME.total_seconds() // 60),
+            new_email=email,
+        )
+    accounts.mailer.enqueue(
+        session, user.email, "email_change_notice", name=user.name, new_email=email
+    )
+    audit.record(session, "email.change_requested", context=context, subject=str(user.id))
+    return email
+
+
+def confirm_email_change(
+    accounts: Accounts, session: Session, token: str, context: RequestContext
+) -> User:
+    """Switch to the confirmed address; sessions made under the old address end."""
+    digest = secret_digest(token)
+    row = repositories.get_one_time_token(session, digest, EMAIL_CHANGE) if token else None
+    if row is None or not repositories.use_one_time_token(session, digest, accounts.now()):
+        raise InvalidLink()
+    user = repositories.get_user(session, row.user_id)
+    new_email = str(row.data.get("email", ""))
+    if user is None or not new_email or repositories.get_user_by_email(session, new_email):
+        raise InvalidLink()
+    old_email, user.email, user.email_verified = user.email, new_email, True
+    accounts.end_everything(session, user)
+    audit.record(
+        session,
+        "email.changed",
+        context=context,
+        subject=str(user.id),
+        detail={"from_domain": old_email.rsplit("@", 1)[-1]},
+    )
+    return user
+
+
+def pending_email(accounts: Accounts, session: Session, user: User) -> str | None:
+    """The address waiting for confirmation, if any."""
+    token = repositories.live_one_time_token(session, user.id, EMAIL_CHANGE, accounts.now())
+    return None if token is None else str(token.data.get("email"))
+
+
+def list_sessions(
+    accounts: Accounts, session: Session, user: User, current: BrowserSession | None
+) -> Sequence[SessionView]:
+    rows = repositories.list_user_sessions(session, user.id, accounts.now())
+    return [
+        SessionView(
+            public_id=row.public_id,
+            created_at=row.created_at,
+            last_seen_at=row.last_seen_at,
+            ip=row.ip,
+            user_agent=row.user_agent,
+            current=current is not None and row.id == current.id,
+        )
+        for row in rows
+    ]
+
+
+def revoke_session(session: Session, user: User, public_id: str, context: RequestContext) -> None:
+    """End one of the user's own sessions; LookupError for anyone else's."""
+    row = repositories.get_user_session_by_public_id(session, user.id, public_id)
+    if row is None:
+        raise LookupError("no such session")
+    repositories.delete_browser_session(session, row.id)
+    audit.record(session, "session.revoked", context=context, subject=str(user.id))
+
+
+def revoke_everything(
+    accounts: Accounts, session: Session, user: User, context: RequestContext
+) -> None:
+    """Sign out everywhere: every session and every token of the account."""
+    accounts.end_everything(session, user)
+    audit.record(session, "session.revoked_all", context=context, subject=str(user.id))
