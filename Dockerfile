@@ -8,7 +8,8 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    IDENTITY_KEYS_DIR=/var/lib/identity/keys
+    IDENTITY_KEYS_DIR=/var/lib/identity/keys \
+    IDENTITY_OUTBOX_DIR=/var/lib/identity/outbox
 
 WORKDIR /app
 

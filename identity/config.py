@@ -55,8 +55,11 @@ def _optional(raw: str) -> str | None:
     return raw.strip() or None
 
 
-def _setting(default: Any, parse: Callable[[str], Any] = str, doc: str = "") -> Any:
-    return field(default=default, metadata={"parse": parse, "doc": doc})
+def _setting(
+    default: Any, parse: Callable[[str], Any] = str, doc: str = "", secret: bool = False
+) -> Any:
+    # A secret setting (a URL that may hold a password) stays out of repr(), hence logs.
+    return field(default=default, repr=not secret, metadata={"parse": parse, "doc": doc})
 
 
 @dataclass(frozen=True)
@@ -67,11 +70,13 @@ class Settings:
     database_url: str = _setting(
         "sqlite:///./identity.db",
         doc="SQLAlchemy URL: `sqlite:///...` or `postgresql+psycopg://...`",
+        secret=True,
     )
     redis_url: str | None = _setting(
         None,
         _optional,
         doc="Redis URL; unset means in-process limiters and a database-only denylist",
+        secret=True,
     )
     redis_prefix: str = _setting("identity:", doc="Prefix of every Redis key this server writes")
     keys_dir: Path = _setting(Path("keys"), Path, doc="Folder of the signing keys and manifest")
@@ -102,6 +107,7 @@ class Settings:
         _optional,
         doc="`smtp://user:pass@host:587` (STARTTLS) or `smtps://...:465`; unset: mail goes to "
         "the outbox folder",
+        secret=True,
     )
     mail_from: str = _setting("identity <no-reply@localhost>", doc="From: of every mail")
     outbox_dir: Path = _setting(

@@ -13,6 +13,7 @@ import logging
 import os
 import smtplib
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,7 +150,7 @@ class OutboxSender:
         domain = parseaddr(settings.mail_from)[1].rpartition("@")[2]
         self._domain = domain or "localhost"
 
-    def deliver_due(self, limit: int = 20) -> int:
+    def deliver_due(self, limit: int = 20, halt: threading.Event | None = None) -> int:
         """Claim due messages (one short transaction), send each outside any transaction, then
         record sent/failed (one short transaction each). Returns how many were delivered."""
         with self._database.transaction() as session:
@@ -159,8 +160,8 @@ class OutboxSender:
         delivered = 0
         deadline = time.monotonic() + _SEND_BUDGET_SECONDS
         for message in claimed:
-            if time.monotonic() > deadline:
-                break  # the rest are retried once their claim lapses
+            if (halt is not None and halt.is_set()) or time.monotonic() > deadline:
+                break  # stopping, or the claim nears its end: the rest wait for it to lapse
             try:
                 self._deliver(message)
             except Exception as error:  # any failure of one mail must not block the others
@@ -173,10 +174,20 @@ class OutboxSender:
 
     async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
         """Deliver due mail every ``interval`` seconds until ``stop`` is set; never dies."""
+        # The batch runs in a thread, which cannot wait on an asyncio.Event: mirror it.
+        halt = threading.Event()
+        watcher = asyncio.create_task(stop.wait())
+        watcher.add_done_callback(lambda _: halt.set())
+        try:
+            await self._loop(stop, interval, halt)
+        finally:
+            watcher.cancel()
+
+    async def _loop(self, stop: asyncio.Event, interval: float, halt: threading.Event) -> None:
         while not stop.is_set():
             busy = False
             try:
-                busy = await run_in_threadpool(self.deliver_due) > 0
+                busy = await run_in_threadpool(self.deliver_due, 20, halt) > 0
             except DBAPIError as error:
                 # The type only: the message may carry statement parameters.
                 log.warning("mail outbox: database error, retrying: %s", type(error).__name__)

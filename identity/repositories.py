@@ -279,11 +279,12 @@ def add_outbox_message(session: Session, message: OutboxMessage) -> None:
 def claim_due_messages(
     session: Session, now: datetime, *, limit: int, claim_for: timedelta
 ) -> Sequence[OutboxMessage]:
-    """Claim up to ``limit`` due messages for ``claim_for``. On PostgreSQL the rows are
-    locked with SKIP LOCKED, so concurrent senders never pick the same message; the claim
-    itself (``claimed_until``) keeps SQLite's single writer and crashed senders safe."""
-    query = (
-        select(OutboxMessage)
+    """Claim up to ``limit`` due messages for ``claim_for``, in one UPDATE ... RETURNING, so
+    two senders can never claim the same message. On PostgreSQL the candidate rows are
+    locked with SKIP LOCKED, so concurrent senders take different ones instead of waiting;
+    the claim (``claimed_until``) also lets a crashed sender's messages go out later."""
+    due = (
+        select(OutboxMessage.id)
         .where(
             OutboxMessage.sent_at.is_(None),
             OutboxMessage.next_attempt_at <= now,
@@ -293,12 +294,15 @@ def claim_due_messages(
         .limit(limit)
     )
     if _is_postgresql(session):
-        query = query.with_for_update(skip_locked=True)
-    messages = session.scalars(query).all()
-    for message in messages:
-        message.claimed_until = now + claim_for
-    session.flush()
-    return messages
+        due = due.with_for_update(skip_locked=True)
+    claim = (
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(due.scalar_subquery()))
+        .values(claimed_until=now + claim_for)
+        .returning(OutboxMessage)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(session.scalars(claim).all(), key=lambda message: message.id)
 
 
 def mark_message_sent(session: Session, message_id: int, now: datetime) -> None:

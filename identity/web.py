@@ -272,27 +272,18 @@ async def verify_email(request: Request) -> Response:
                 )(request, visit),
             )
 
-        def by_link(visit: Visit) -> Response:
-            try:
-                accounts.verify_link(visit.db, token, visit.context)
-            except AccountError as error:
-                return message(
-                    request,
-                    visit,
-                    "This link doesn't work",
-                    str(error),
-                    400,
-                    link=("/verify-email", "Enter a code instead"),
-                )
-            return message(
+        return await transact(
+            request,
+            lambda visit: confirm_page(
                 request,
                 visit,
-                "Email verified",
-                "Your email address is verified. You can sign in now.",
-                link=("/login", "Sign in"),
-            )
-
-        return await transact(request, by_link)
+                token,
+                "Confirm your email",
+                "One click and your address is verified.",
+                "/verify-email/confirm",
+                "Verify my email",
+            ),
+        )
 
     form = await read_form(request)
 
@@ -319,6 +310,50 @@ async def verify_email(request: Request) -> Response:
         )
 
     return await transact(request, by_code, form=form)
+
+
+def confirm_page(
+    request: Request, visit: Visit, token: str, heading: str, text: str, action: str, button: str
+) -> Response:
+    """What an emailed link opens: a button that POSTs the token (a GET changes nothing)."""
+    visit.ensure_browser(accounts_of(request))
+    return render(
+        request,
+        visit,
+        "confirm_link.html",
+        heading=heading,
+        message=text,
+        action=action,
+        token=token[:200],
+        button=button,
+    )
+
+
+async def confirm_verification(request: Request) -> Response:
+    form = await read_form(request)
+    accounts = accounts_of(request)
+
+    def work(visit: Visit) -> Response:
+        try:
+            accounts.verify_link(visit.db, form.get("token", ""), visit.context)
+        except AccountError as error:
+            return message(
+                request,
+                visit,
+                "This link doesn't work",
+                str(error),
+                400,
+                link=("/verify-email", "Enter a code instead"),
+            )
+        return message(
+            request,
+            visit,
+            "Email verified",
+            "Your email address is verified. You can sign in now.",
+            link=("/login", "Sign in"),
+        )
+
+    return await transact(request, work, form=form)
 
 
 async def resend_code(request: Request) -> Response:
@@ -475,6 +510,7 @@ def page_routes() -> list[BaseRoute]:
         Route("/signup/check-email", check_email, methods=["GET"]),
         Route("/verify-email", verify_email, methods=["GET", "POST"]),
         Route("/verify-email/resend", resend_code, methods=["POST"]),
+        Route("/verify-email/confirm", confirm_verification, methods=["POST"]),
         Route("/login", login, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["GET", "POST"]),
         Route("/forgot-password", forgot_password, methods=["GET", "POST"]),

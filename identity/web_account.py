@@ -13,6 +13,7 @@ from identity.accounts import AccountError, InvalidInput
 from identity.web import (
     Visit,
     accounts_of,
+    confirm_page,
     message,
     read_form,
     redirect,
@@ -145,16 +146,34 @@ async def revoke_session(request: Request) -> Response:
     return await transact(request, _signed_in(request, work), form=form)
 
 
-async def confirm_email(request: Request) -> Response:
+async def confirm_email_page(request: Request) -> Response:
     token = request.query_params.get("token", "")
+    return await transact(
+        request,
+        lambda visit: confirm_page(
+            request,
+            visit,
+            token,
+            "Confirm your new email",
+            "Confirm that this is your new email address for identity.",
+            "/account/email/confirm",
+            "Use this email",
+        ),
+    )
+
+
+async def confirm_email(request: Request) -> Response:
+    form = await read_form(request)
     accounts = accounts_of(request)
 
     def work(visit: Visit) -> Response:
         try:
-            profile.confirm_email_change(accounts, visit.db, token, visit.context)
+            profile.confirm_email_change(accounts, visit.db, form.get("token", ""), visit.context)
         except AccountError as error:
             return message(request, visit, "This link doesn't work", str(error), 400)
-        visit.drop_cookie, visit.browser, visit.user = True, None, None
+        if visit.browser is not None and visit.browser.user_id is not None:
+            visit.drop_cookie = True
+        visit.browser, visit.user = None, None
         return message(
             request,
             visit,
@@ -163,7 +182,7 @@ async def confirm_email(request: Request) -> Response:
             link=("/login", "Sign in"),
         )
 
-    return await transact(request, work)
+    return await transact(request, work, form=form)
 
 
 def account_routes() -> list[BaseRoute]:
@@ -172,7 +191,8 @@ def account_routes() -> list[BaseRoute]:
         Route("/account/name", _account_form(_name), methods=["POST"]),  # type: ignore[arg-type]
         Route("/account/password", _account_form(_password), methods=["POST"]),  # type: ignore[arg-type]
         Route("/account/email", _account_form(_email), methods=["POST"]),  # type: ignore[arg-type]
-        Route("/account/email/confirm", confirm_email, methods=["GET"]),
+        Route("/account/email/confirm", confirm_email_page, methods=["GET"]),
+        Route("/account/email/confirm", confirm_email, methods=["POST"]),
         Route("/account/sessions/revoke-all", _account_form(_revoke_all), methods=["POST"]),  # type: ignore[arg-type]
         Route("/account/sessions/{public_id}/revoke", revoke_session, methods=["POST"]),
     ]

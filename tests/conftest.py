@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
 import secrets
@@ -17,6 +19,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +105,14 @@ def database(database_url: str) -> Iterator[Database]:
 
 @pytest.fixture
 def settings_for(
-    database_url: str, redis_url: str | None, redis_prefix: str, shared_keys_dir: Path
+    database_url: str,
+    redis_url: str | None,
+    redis_prefix: str,
+    shared_keys_dir: Path,
+    tmp_path: Path,
 ) -> Callable[..., Settings]:
+    outbox_dir = tmp_path / "outbox"
+
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "issuer": ISSUER,
@@ -113,6 +122,11 @@ def settings_for(
             "keys_dir": shared_keys_dir,
             "keys_reload_seconds": 0.0,
             "migrate_on_start": False,
+            # argon2 at 8 KiB and one pass: the same code path, a thousandth of the time.
+            "argon2_time_cost": 1,
+            "argon2_memory_kib": 8,
+            "argon2_parallelism": 1,
+            "outbox_dir": outbox_dir,
         }
         values.update(overrides)
         return Settings.from_env({}, **values)
@@ -222,3 +236,50 @@ def run_cli(env: dict[str, str], *args: str) -> dict[str, Any]:
         if result.stdout.strip().startswith(b"{")
         else {"items": json.loads(result.stdout)}
     )
+
+
+class MailSink:
+    """An SMTP server in this process that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.port = free_port()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 OK"
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def wait_for(self, to: str, count: int = 1, timeout: float = 10.0) -> list[EmailMessage]:
+        """The messages sent to ``to``, once there are ``count`` of them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [m for m in self.messages if to.lower() in str(m["To"]).lower()]
+            if len(found) >= count:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"{count} mail(s) to {to} did not arrive; got {len(self.messages)}")
+
+    @staticmethod
+    def text(message: EmailMessage) -> str:
+        body = message.get_body(preferencelist=("plain",))
+        assert body is not None
+        return str(body.get_content())  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def mail_sink() -> Iterator[MailSink]:
+    from aiosmtpd.controller import Controller
+
+    sink = MailSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=sink.port)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()

@@ -8,7 +8,7 @@ import email.policy
 import logging
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -55,10 +55,12 @@ CONTEXTS: dict[str, dict[str, Any]] = {
 class Sink:
     """An SMTP server's DATA handler that keeps every mail it receives."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.messages: list[EmailMessage] = []
+        self.delay = delay
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(self.delay)
         parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         self.messages.append(parsed)
@@ -75,8 +77,26 @@ class Clock:
         return self.now
 
 
-def start_sink(port: int) -> tuple[Sink, Controller]:
-    sink = Sink()
+def run_in_own_loop(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """asyncio.run in a thread of its own: Playwright's sync API leaves a loop running in
+    the main thread when browser tests ran earlier in the same session."""
+    failures: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(scenario())
+        except BaseException as error:  # handed to the test thread below
+            failures.append(error)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=60)
+    if failures:
+        raise failures[0]
+
+
+def start_sink(port: int, delay: float = 0.0) -> tuple[Sink, Controller]:
+    sink = Sink(delay)
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
     return sink, controller
@@ -386,7 +406,7 @@ def test_run_delivers_queued_mail_until_stopped(
         stop.set()
         await asyncio.wait_for(task, timeout=5)
 
-    asyncio.run(scenario())
+    run_in_own_loop(scenario)
     assert len(smtp_sink[0].messages) == 1
 
 
@@ -407,7 +427,38 @@ def test_run_survives_a_database_outage(
 
     try:
         with caplog.at_level(logging.WARNING, logger="identity.mail"):
-            asyncio.run(scenario())
+            run_in_own_loop(scenario)
     finally:
         database.dispose()
     assert "mail outbox: database error, retrying: OperationalError" in caplog.text
+
+
+def test_stopping_run_mid_batch_starts_no_new_send_and_loses_no_mail(
+    database: Database, settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    port = free_port()
+    sink, controller = start_sink(port, delay=0.3)
+    settings = settings_for(smtp_url=f"smtp://127.0.0.1:{port}", outbox_dir=tmp_path / "outbox")
+    for index in range(5):
+        enqueue(database, settings, f"user{index}@example.com")
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(OutboxSender(database, settings).run(stop, interval=0.05))
+        while not sink.messages:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+
+    try:
+        run_in_own_loop(scenario)
+        sent = len(sink.messages)
+        assert 1 <= sent < 5
+        # The rest stay claimed until the claim lapses, then another round sends them.
+        later = OutboxSender(
+            database, settings, clock=lambda: datetime.now(UTC) + timedelta(minutes=2)
+        )
+        assert later.deliver_due() == 5 - sent
+    finally:
+        controller.stop()
+    assert len({message["To"] for message in sink.messages}) == 5
