@@ -31,6 +31,8 @@ from identity.protocol.routes import protocol_routes
 from identity.protocol.tokens import AccessTokenIssuer
 from identity.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 from identity.sessions import SessionPolicy
+from identity.web_account import account_routes
+from identity.web_signin import signin_routes
 
 log = logging.getLogger("identity")
 
@@ -180,7 +182,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *protocol_routes(settings),
-        *web.page_routes(),
+        *signin_routes(),
+        *account_routes(),
+        web.static_files(),
     ]
     middleware = [
         Middleware(SecurityHeadersMiddleware, https=settings.is_https),
@@ -202,6 +206,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.oauth = oauth
     app.state.discovery = metadata(settings.issuer, protocol.grant_types())
     app.state.accounts = accounts
+    app.state.limiter = accounts.limiter
     app.state.session_policy = SessionPolicy(
         idle=timedelta(seconds=settings.session_idle_seconds),
         absolute=timedelta(seconds=settings.session_max_seconds),

@@ -15,6 +15,7 @@ from identity.accounts import (
     Accounts,
     InvalidInput,
     InvalidLink,
+    Throttled,
     clean_name,
     normalise_email,
 )
@@ -35,6 +36,41 @@ class SessionView:
     user_agent: str | None
     current: bool
 
+    @property
+    def device(self) -> str:
+        """ "Firefox on Linux" rather than a raw user-agent string."""
+        return describe_user_agent(self.user_agent)
+
+
+_BROWSERS = (
+    ("Edg/", "Edge"),
+    ("OPR/", "Opera"),
+    ("Firefox/", "Firefox"),
+    ("Chrome/", "Chrome"),
+    ("Safari/", "Safari"),
+    ("curl/", "curl"),
+)
+_SYSTEMS = (
+    ("Android", "Android"),
+    ("iPhone", "iPhone"),
+    ("iPad", "iPad"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("CrOS", "ChromeOS"),
+    ("Linux", "Linux"),
+)
+
+
+def describe_user_agent(user_agent: str | None) -> str:
+    """A short human label for a user agent; the raw string is kept for the audit log."""
+    if not user_agent:
+        return "Unknown browser"
+    browser = next((name for marker, name in _BROWSERS if marker in user_agent), None)
+    system = next((name for marker, name in _SYSTEMS if marker in user_agent), None)
+    if browser and system:
+        return f"{browser} on {system}"
+    return browser or system or user_agent[:40]
+
 
 def change_name(session: Session, user: User, name: str, context: RequestContext) -> None:
     user.name = clean_name(name)
@@ -42,8 +78,12 @@ def change_name(session: Session, user: User, name: str, context: RequestContext
 
 
 def _require_password(accounts: Accounts, user: User, password: str, field: str) -> None:
-    accounts.limit("login.account", user.email)
+    """Only wrong guesses count against the account's login limit."""
+    blocked = accounts.limiter.peek("login.account", user.email)
+    if not blocked.allowed:
+        raise Throttled(blocked.retry_after)
     if user.password_hash is None or not accounts.hasher.verify(user.password_hash, password):
+        accounts.limiter.hit("login.account", user.email)
         raise InvalidInput({field: "That isn't your current password."})
 
 

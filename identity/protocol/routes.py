@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 from authlib.oauth2.rfc6749 import OAuth2Error
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -12,7 +13,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from identity.config import Settings
-from identity.protocol.server import IdentityServer, read_oauth2_request
+from identity.limits import RateLimiter
+from identity.protocol.server import IdentityServer, StarletteOAuth2Request, read_oauth2_request
 from identity.security import request_context
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -28,9 +30,28 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+def _throttled_for(
+    request: Request, oauth_request: StarletteOAuth2Request, limiter_name: str
+) -> Response | None:
+    """429 in OAuth's JSON when the calling client is over its named limit (keyed by the
+    client_id it claims, else its IP: counted before any secret is checked)."""
+    client_id, _ = extract_basic_authorization(oauth_request.headers)
+    key = client_id or oauth_request.form.get("client_id") or oauth_request.context.ip or "?"
+    limiter: RateLimiter = request.app.state.limiter
+    decision = limiter.hit(limiter_name, key[:128])
+    if decision.allowed:
+        return None
+    return JSONResponse(
+        {"error": "slow_down", "error_description": "Too many requests; retry later."},
+        status_code=429,
+        headers={"Retry-After": str(decision.retry_after), "Cache-Control": "no-store"},
+    )
+
+
 def _endpoint(name: str | None) -> Endpoint:
     """A POST endpoint that hands the request to Authlib: the token endpoint when ``name``
     is None, else the named endpoint (revocation, introspection)."""
+    limiter_name = "introspect.client" if name == "introspection" else "token.client"
 
     async def endpoint(request: Request) -> Response:
         server, settings = _server(request), _settings(request)
@@ -39,13 +60,17 @@ def _endpoint(name: str | None) -> Endpoint:
             oauth_request = await read_oauth2_request(request, settings.issuer, context)
         except OAuth2Error as error:
             return server.error_response(error)
-        if name is None:
-            return await server.run(
-                oauth_request, lambda: server.create_token_response(oauth_request)
-            )
-        return await server.run(
-            oauth_request, lambda: server.create_endpoint_response(name, oauth_request)
-        )
+
+        def respond() -> Response:
+            # One threadpool hop for the limiter and Authlib together.
+            throttled = _throttled_for(request, oauth_request, limiter_name)
+            if throttled is not None:
+                return throttled
+            if name is None:
+                return server.create_token_response(oauth_request)  # type: ignore[no-any-return]
+            return server.create_endpoint_response(name, oauth_request)  # type: ignore[no-any-return]
+
+        return await server.run(oauth_request, respond)
 
     return endpoint
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import re
 import shutil
 import subprocess
@@ -44,6 +45,8 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 
 if not Path(CHROMIUM).exists():  # pragma: no cover - depends on the machine
+    if os.environ.get("CI"):  # in CI a missing browser is a failure, never a skip
+        raise RuntimeError(f"browser tests need {CHROMIUM}: apt-get install chromium")
     pytest.skip(f"browser tests need {CHROMIUM}", allow_module_level=True)
 
 

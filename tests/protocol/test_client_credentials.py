@@ -8,6 +8,7 @@ import jwt as pyjwt
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
+from identity.config import Settings
 from identity.db import Database
 from identity.models import AuditEvent
 
@@ -224,3 +225,25 @@ def test_issuance_is_audited_without_the_token(
         assert event.detail["grant_type"] == "client_credentials"
         assert body["access_token"] not in str(event.detail)
         assert secret not in str(event.detail)
+
+
+def test_token_endpoint_limit_answers_429_with_retry_after(
+    app_for: Callable[[Settings], TestClient],
+    settings_for: Callable[..., Settings],
+    make_client: MakeClient,
+) -> None:
+    http = app_for(settings_for(rate_limits=("token.client=3/60",)))
+    client_id, secret = make_client()
+    statuses = [
+        http.post(
+            "/oauth2/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client_id, secret or ""),
+        ).status_code
+        for _ in range(4)
+    ]
+    assert statuses == [200, 200, 200, 429]
+    refused = http.post(
+        "/oauth2/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret or "")
+    )
+    assert refused.json()["error"] == "slow_down" and int(refused.headers["retry-after"]) > 0

@@ -1,0 +1,157 @@
+"""identity users: create, list, show, disable, enable, delete."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from starlette.testclient import TestClient
+
+from identity.cli import main
+from identity.config import Settings
+from identity.db import Database
+from identity.models import AuditEvent, BrowserSession, User
+from identity.profile import describe_user_agent
+
+from .web_helpers import PASSWORD, Browser
+
+
+@pytest.fixture
+def env(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("IDENTITY_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("IDENTITY_KEYS_DIR", str(tmp_path / "keys"))
+    monkeypatch.setenv("IDENTITY_MIGRATE_ON_START", "0")
+    for name in ("TIME_COST", "MEMORY_KIB", "PARALLELISM"):
+        monkeypatch.setenv(f"IDENTITY_ARGON2_{name}", "8" if name == "MEMORY_KIB" else "1")
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_users_create_list_show(env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(
+        capsys,
+        "users",
+        "create",
+        "--email",
+        " Lin@Example.com",
+        "--name",
+        "Lin",
+        "--password",
+        PASSWORD,
+        "--verified",
+        "--json",
+    )
+    created = json.loads(out)
+    assert code == 0 and created["email"] == "lin@example.com" and created["email_verified"]
+    assert PASSWORD not in out
+    _, out, _ = _run(capsys, "users", "list", "--json")
+    assert [u["email"] for u in json.loads(out)] == ["lin@example.com"]
+    _, out, _ = _run(capsys, "users", "show", created["id"], "--json")
+    assert json.loads(out)["name"] == "Lin"
+
+
+def test_users_create_refuses_a_weak_password_and_a_taken_address(
+    env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(
+        capsys, "users", "create", "--email", "a@example.com", "--password", "password1"
+    )
+    assert code == 2 and err.count("\n") == 1
+    _run(capsys, "users", "create", "--email", "a@example.com", "--password", PASSWORD)
+    code, _, err = _run(
+        capsys, "users", "create", "--email", "A@example.com", "--password", PASSWORD
+    )
+    assert code == 2 and "already" in err
+
+
+def test_disabling_a_user_ends_their_sessions_and_blocks_login(
+    env: None,
+    capsys: pytest.CaptureFixture[str],
+    app_for: Callable[[Settings], TestClient],
+    settings: Settings,
+    database: Database,
+) -> None:
+    _run(
+        capsys,
+        "users",
+        "create",
+        "--email",
+        "off@example.com",
+        "--password",
+        PASSWORD,
+        "--verified",
+    )
+    visitor = Browser(app_for(settings))
+    assert visitor.login("off@example.com").status_code == 303
+    assert _run(capsys, "users", "disable", "off@example.com")[0] == 0
+    assert visitor.http.get("/account", follow_redirects=False).status_code == 303
+    assert visitor.login("off@example.com").status_code == 400
+    with database.transaction() as session:
+        assert (
+            session.scalars(select(BrowserSession).where(BrowserSession.user_id.is_not(None))).all()
+            == []
+        )
+        assert "user.disabled" in session.scalars(select(AuditEvent.type)).all()
+    _run(capsys, "users", "enable", "off@example.com")
+    assert visitor.login("off@example.com").status_code == 303
+
+
+def test_deleting_a_user_removes_the_account_and_its_sessions(
+    env: None,
+    capsys: pytest.CaptureFixture[str],
+    app_for: Callable[[Settings], TestClient],
+    settings: Settings,
+    database: Database,
+) -> None:
+    _run(
+        capsys,
+        "users",
+        "create",
+        "--email",
+        "gone@example.com",
+        "--password",
+        PASSWORD,
+        "--verified",
+    )
+    visitor = Browser(app_for(settings))
+    visitor.login("gone@example.com")
+    assert _run(capsys, "users", "delete", "gone@example.com", "--json")[0] == 0
+    with database.transaction() as session:
+        assert session.scalars(select(User)).all() == []
+        assert (
+            session.scalars(select(BrowserSession).where(BrowserSession.user_id.is_not(None))).all()
+            == []
+        )
+    assert visitor.http.get("/account", follow_redirects=False).status_code == 303
+    assert _run(capsys, "users", "show", "gone@example.com")[0] == 2
+
+
+@pytest.mark.parametrize(
+    ("agent", "label"),
+    [
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
+            "Chrome on Linux",
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit Safari/604.1",
+            "Safari on iPhone",
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; rv:128.0) Gecko/20100101 Firefox/128.0",
+            "Firefox on Windows",
+        ),
+        (None, "Unknown browser"),
+    ],
+)
+def test_sessions_are_labelled_by_browser_and_system(agent: str | None, label: str) -> None:
+    assert describe_user_agent(agent) == label
