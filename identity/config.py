@@ -88,6 +88,27 @@ class Settings:
     )
     access_token_ttl: int = _setting(600, _positive_int, doc="Access token lifetime, seconds")
     id_token_ttl: int = _setting(600, _positive_int, doc="ID token lifetime, seconds")
+    authorization_code_ttl: int = _setting(
+        60, _positive_int, doc="Authorization code lifetime, seconds (60 at most)"
+    )
+    refresh_token_idle_ttl: int = _setting(
+        1209600, _positive_int, doc="A refresh token dies after this long unused, seconds"
+    )
+    refresh_token_absolute_ttl: int = _setting(
+        7776000, _positive_int, doc="A refresh-token family dies this long after login, seconds"
+    )
+    refresh_grace_seconds: int = _setting(
+        0,
+        int,
+        doc="A client retrying a refresh within this many seconds gets the same successor",
+    )
+    password_grant: bool = _setting(
+        False, _boolean, doc="Allow the password grant (only for --first-party clients)"
+    )
+    device_code_ttl: int = _setting(600, _positive_int, doc="Device code lifetime, seconds")
+    device_poll_interval: int = _setting(
+        5, _positive_int, doc="Seconds a device must wait between polls"
+    )
     cors_origins: tuple[str, ...] = _setting(
         (), _word_list, doc="Origins allowed to call token, JWKS and userinfo from a browser"
     )
@@ -140,6 +161,10 @@ class Settings:
                 "IDENTITY_ISSUER is plain http on a non-loopback host; "
                 "use https, or set IDENTITY_INSECURE_HTTP=1 for development"
             )
+        if self.authorization_code_ttl > 60:
+            raise SettingsError("IDENTITY_AUTHORIZATION_CODE_TTL may be 60 seconds at most")
+        if self.refresh_grace_seconds < 0 or self.refresh_grace_seconds > 60:
+            raise SettingsError("IDENTITY_REFRESH_GRACE_SECONDS must be between 0 and 60")
         if "*" in self.cors_origins:
             raise SettingsError("IDENTITY_CORS_ORIGINS lists exact origins; '*' is refused")
 

@@ -357,3 +357,12 @@ def live_one_time_token(
         .limit(1)
     )
     return session.scalars(query).one_or_none()
+
+
+# -- refresh tokens (protocol/refresh.py) ----------------------------------------------------
+
+
+# -- consents (protocol/authorize.py) -----------------------------------------------------------
+
+
+# -- device authorizations (protocol/device.py) -------------------------------------------------
