@@ -112,13 +112,15 @@ def settings_for(
     tmp_path: Path,
 ) -> Callable[..., Settings]:
     outbox_dir = tmp_path / "outbox"
+    test_id = secrets.token_hex(4)
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "issuer": ISSUER,
             "database_url": database_url,
             "redis_url": redis_url,
-            "redis_prefix": redis_prefix,
+            # Each test counts its own limits: Redis would otherwise carry them across tests.
+            "redis_prefix": f"{redis_prefix}{test_id}:",
             "keys_dir": shared_keys_dir,
             "keys_reload_seconds": 0.0,
             "migrate_on_start": False,
@@ -208,7 +210,8 @@ def served(
     database: Database, database_url: str, redis_url: str | None, redis_prefix: str, tmp_path: Path
 ) -> Iterator[tuple[str, dict[str, str]]]:
     port = free_port()
-    env = served_environment(database_url, redis_url, redis_prefix, tmp_path / "keys", port)
+    prefix = f"{redis_prefix}{secrets.token_hex(4)}:"  # limits counted per test
+    env = served_environment(database_url, redis_url, prefix, tmp_path / "keys", port)
     process = subprocess.Popen(
         [sys.executable, "-m", "identity", "serve", "--port", str(port), "--workers", "2"],
         env=env,

@@ -11,6 +11,7 @@ import email
 import email.policy
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -184,7 +185,8 @@ def live_server(
 ) -> Iterator[LiveServer]:
     """``identity serve`` with one worker, mailing to ``smtp_sink``, cheap argon2."""
     port = free_port()
-    env = served_environment(database_url, redis_url, redis_prefix, tmp_path / "keys", port)
+    prefix = f"{redis_prefix}{secrets.token_hex(4)}:"  # limits counted per test
+    env = served_environment(database_url, redis_url, prefix, tmp_path / "keys", port)
     env.update(
         IDENTITY_SMTP_URL=f"smtp://127.0.0.1:{smtp_sink.port}",
         IDENTITY_OUTBOX_DIR=str(tmp_path / "outbox"),
