@@ -26,12 +26,14 @@ from identity.db import Database
 from identity.denylist import Denylist
 from identity.keys import KeyStore
 from identity.mail import OutboxSender
+from identity.protocol.authorize import authorize_routes
 from identity.protocol.endpoints import metadata
 from identity.protocol.routes import protocol_routes
 from identity.protocol.tokens import AccessTokenIssuer
 from identity.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 from identity.sessions import SessionPolicy
 from identity.web_account import account_routes
+from identity.web_device import device_routes
 from identity.web_signin import signin_routes
 
 log = logging.getLogger("identity")
@@ -135,6 +137,7 @@ async def _prune_forever(database: Database) -> None:
                 repositories.prune_revoked_tokens(session, now)
                 repositories.prune_browser_sessions(session, now)
                 repositories.prune_one_time_secrets(session, now)
+                repositories.prune_device_authorizations(session, now)
         except DBAPIError as error:
             log.warning("pruning expired rows failed: %s", type(error).__name__)
 
@@ -154,8 +157,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     issuer = AccessTokenIssuer(settings.issuer, keys, settings.access_token_ttl)
     denylist = Denylist(database, redis_client, settings.redis_prefix)
-    oauth = protocol.build_server(database, issuer, denylist)
+    oauth = protocol.build_server(settings, database, issuer, denylist)
     accounts = Accounts.from_settings(settings, database, redis_client)
+    oauth.accounts = accounts  # the password grant logs in through the same rules
     sender = OutboxSender(database, settings)
 
     @contextlib.asynccontextmanager
@@ -182,8 +186,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *protocol_routes(settings),
+        *authorize_routes(),
         *signin_routes(),
         *account_routes(),
+        *device_routes(),
         web.static_files(),
     ]
     middleware = [
@@ -204,7 +210,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.database = database
     app.state.redis = redis_client
     app.state.oauth = oauth
-    app.state.discovery = metadata(settings.issuer, protocol.grant_types())
+    app.state.discovery = metadata(settings.issuer, protocol.grant_types(settings))
     app.state.accounts = accounts
     app.state.limiter = accounts.limiter
     app.state.session_policy = SessionPolicy(

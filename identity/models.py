@@ -7,6 +7,7 @@ import hmac
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import ClientMixin
 from authlib.oauth2.rfc6749.util import scope_to_list
@@ -64,6 +65,10 @@ def secret_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+_LOOPBACK_IPS = {"127.0.0.1", "::1"}
+# Scopes every client with a user grant may ask for, on top of its registered ones.
+OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY, so the 64-bit id narrows there.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -99,13 +104,31 @@ class Client(Base, ClientMixin):  # type: ignore[misc]
         return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
 
     def get_allowed_scope(self, scope: str | None) -> str:
+        """For user grants: its registered scopes plus the OpenID Connect ones."""
         if not scope:
             return ""
-        allowed = set(scope_to_list(self.scope))
-        return " ".join(s for s in scope_to_list(scope) if s in allowed)
+        allowed = set(scope_to_list(self.scope)) | set(OIDC_SCOPES)
+        return " ".join(dict.fromkeys(s for s in scope_to_list(scope) if s in allowed))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        return redirect_uri in self.redirect_uris
+        """Exact string match; the one exception is the port of a loopback IP redirect
+        (RFC 8252 §7.3), because native apps listen on whatever port is free."""
+        if redirect_uri in self.redirect_uris:
+            return True
+        asked = urlsplit(redirect_uri)
+        if asked.scheme != "http" or asked.hostname not in _LOOPBACK_IPS or asked.fragment:
+            return False
+        for registered in self.redirect_uris:
+            known = urlsplit(registered)
+            if (
+                known.scheme == "http"
+                and known.hostname == asked.hostname
+                and known.path == asked.path
+                and known.query == asked.query
+                and asked.username is None
+            ):
+                return True
+        return False
 
     def check_client_secret(self, client_secret: str) -> bool:
         if self.secret_digest is None:
@@ -288,6 +311,25 @@ class AuthorizationCode(Base):
     # Access-token jti values issued from this code, so a replay can revoke them.
     issued_jtis: Mapped[list[str]] = mapped_column(default=list)
     refresh_family_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+    # Authlib's AuthorizationCodeMixin
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return int(self.auth_time.timestamp())
+
+    def get_amr(self) -> list[str]:
+        return list(self.amr)
+
+    def get_acr(self) -> str | None:
+        return None
 
 
 class RefreshToken(Base):

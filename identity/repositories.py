@@ -14,10 +14,14 @@ from sqlalchemy.orm import Session
 
 from identity.models import (
     AuditEvent,
+    AuthorizationCode,
     BrowserSession,
     Client,
+    Consent,
+    DeviceAuthorization,
     OneTimeToken,
     OutboxMessage,
+    RefreshToken,
     RevokedToken,
     User,
     VerificationChallenge,
@@ -362,7 +366,251 @@ def live_one_time_token(
 # -- refresh tokens (protocol/refresh.py) ----------------------------------------------------
 
 
+_REFRESH_FAMILY_LOCKS = 0x52465446  # the advisory-lock namespace of refresh families
+
+
+def lock_refresh_family(session: Session, family_id: uuid.UUID) -> None:
+    """Serialize writers of one family until the transaction ends. Racing refreshes and
+    revocations would otherwise deadlock on PostgreSQL (rows and denylist inserts locked in
+    different orders); SQLite already lets one writer at a time."""
+    if _is_postgresql(session):
+        key = int.from_bytes(family_id.bytes[:4], "big", signed=True)
+        session.execute(select(func.pg_advisory_xact_lock(_REFRESH_FAMILY_LOCKS, key)))
+
+
+def add_refresh_token(session: Session, token: RefreshToken) -> None:
+    session.add(token)
+    session.flush()
+
+
+def get_refresh_token(
+    session: Session, digest: str, *, fresh: bool = False, for_update: bool = False
+) -> RefreshToken | None:
+    """``fresh`` re-reads a row this session already holds (another request may have changed
+    it); ``for_update`` locks it on PostgreSQL until the transaction ends."""
+    query = select(RefreshToken).where(RefreshToken.digest == digest)
+    if fresh or for_update:
+        query = query.execution_options(populate_existing=True)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def claim_refresh_rotation(session: Session, digest: str, now: datetime) -> bool:
+    """Mark a token rotated atomically: exactly one of any number of racing refreshes wins."""
+    result = session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.digest == digest,
+            RefreshToken.rotated_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+        )
+        .values(rotated_at=now)
+    )
+    return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+def set_refresh_successor(session: Session, digest: str, successor_digest: str) -> None:
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.digest == digest)
+        .values(successor_digest=successor_digest)
+    )
+
+
+def set_refresh_access(session: Session, digest: str, jti: str, expires_at: datetime) -> None:
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.digest == digest)
+        .values(access_jti=jti, access_expires_at=expires_at)
+    )
+
+
+def refresh_family_access_tokens(
+    session: Session, family_id: uuid.UUID, now: datetime
+) -> Sequence[tuple[str, datetime]]:
+    """(jti, expiry) of the family's access tokens that have not expired yet."""
+    rows = session.execute(
+        select(RefreshToken.access_jti, RefreshToken.access_expires_at).where(
+            RefreshToken.family_id == family_id,
+            RefreshToken.access_jti.is_not(None),
+            RefreshToken.access_expires_at > now,
+        )
+    )
+    return [(jti, expires_at) for jti, expires_at in rows if jti and expires_at]
+
+
+def revoke_refresh_family(session: Session, family_id: uuid.UUID, now: datetime) -> int:
+    result = session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def live_refresh_families(
+    session: Session, user_id: uuid.UUID, client_id: str | None, now: datetime
+) -> Sequence[uuid.UUID]:
+    query = select(RefreshToken.family_id).where(
+        RefreshToken.user_id == user_id,
+        RefreshToken.revoked_at.is_(None),
+        RefreshToken.family_expires_at > now,
+    )
+    if client_id is not None:
+        query = query.where(RefreshToken.client_id == client_id)
+    return list(session.scalars(query.distinct()))
+
+
 # -- consents (protocol/authorize.py) -----------------------------------------------------------
 
 
+def get_consent(session: Session, user_id: uuid.UUID, client_id: str) -> Consent | None:
+    return session.get(Consent, (user_id, client_id))
+
+
+def save_consent(session: Session, user_id: uuid.UUID, client_id: str, scope: str) -> None:
+    """Remember the scopes a user allowed a client, adding to what was allowed before."""
+    consent = session.get(Consent, (user_id, client_id))
+    if consent is None:
+        session.add(Consent(user_id=user_id, client_id=client_id, scope=scope))
+    else:
+        merged = dict.fromkeys([*consent.scope.split(), *scope.split()])
+        consent.scope = " ".join(merged)
+    session.flush()
+
+
+def list_consents(session: Session, user_id: uuid.UUID) -> Sequence[tuple[Consent, Client]]:
+    query = (
+        select(Consent, Client)
+        .join(Client, Client.client_id == Consent.client_id)
+        .where(Consent.user_id == user_id)
+        .order_by(Consent.granted_at)
+    )
+    return [(consent, client) for consent, client in session.execute(query)]
+
+
+def delete_consent(session: Session, user_id: uuid.UUID, client_id: str) -> bool:
+    result = session.execute(
+        delete(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id)
+    )
+    return int(result.rowcount) > 0  # type: ignore[attr-defined]
+
+
+def add_authorization_code(session: Session, code: AuthorizationCode) -> None:
+    session.add(code)
+    session.flush()
+
+
+def get_authorization_code(session: Session, digest: str) -> AuthorizationCode | None:
+    return session.get(AuthorizationCode, digest)
+
+
+def use_authorization_code(session: Session, digest: str, now: datetime) -> bool:
+    """Spend a code atomically: exactly one of any number of racing redemptions wins."""
+    result = session.execute(
+        update(AuthorizationCode)
+        .where(
+            AuthorizationCode.digest == digest,
+            AuthorizationCode.used_at.is_(None),
+            AuthorizationCode.expires_at > now,
+        )
+        .values(used_at=now)
+    )
+    return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+def code_nonce_exists(session: Session, client_id: str, nonce: str, now: datetime) -> bool:
+    query = select(
+        exists().where(
+            AuthorizationCode.client_id == client_id,
+            AuthorizationCode.nonce == nonce,
+            AuthorizationCode.expires_at > now,
+        )
+    )
+    return bool(session.scalar(query))
+
+
 # -- device authorizations (protocol/device.py) -------------------------------------------------
+
+# Imported here rather than at the top so this section stays one self-contained edit.
+
+
+def add_device_authorization(session: Session, values: dict[str, Any]) -> bool:
+    """Insert a device authorization; False when its user code is taken (the caller retries)."""
+    insert = postgresql_insert if _is_postgresql(session) else sqlite_insert
+    # RETURNING, not rowcount: an ORM insert on PostgreSQL reports rowcount -1.
+    added = session.scalar(
+        insert(DeviceAuthorization)
+        .values(**values)
+        .on_conflict_do_nothing()
+        .returning(DeviceAuthorization.device_code_digest)
+    )
+    return added is not None
+
+
+def get_device_authorization(
+    session: Session, device_code_digest: str, *, for_update: bool = False
+) -> DeviceAuthorization | None:
+    # FOR UPDATE: two concurrent polls of one device code take turns (PostgreSQL).
+    query = select(DeviceAuthorization).where(
+        DeviceAuthorization.device_code_digest == device_code_digest
+    )
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def pending_device_authorization(
+    session: Session, user_code: str, now: datetime
+) -> DeviceAuthorization | None:
+    query = select(DeviceAuthorization).where(
+        DeviceAuthorization.user_code == user_code,
+        DeviceAuthorization.status == "pending",
+        DeviceAuthorization.expires_at > now,
+    )
+    return session.scalars(query).one_or_none()
+
+
+def decide_device_authorization(
+    session: Session,
+    user_code: str,
+    now: datetime,
+    *,
+    status: str,
+    user_id: uuid.UUID,
+    auth_time: datetime,
+) -> DeviceAuthorization | None:
+    """Approve or deny a pending, live authorization atomically; None if it is not one."""
+    decide = (
+        update(DeviceAuthorization)
+        .where(
+            DeviceAuthorization.user_code == user_code,
+            DeviceAuthorization.status == "pending",
+            DeviceAuthorization.expires_at > now,
+        )
+        .values(status=status, user_id=user_id, auth_time=auth_time)
+        .returning(DeviceAuthorization)
+        .execution_options(synchronize_session=False)
+    )
+    return session.scalars(decide).one_or_none()
+
+
+def use_device_authorization(session: Session, device_code_digest: str) -> bool:
+    """Spend an approved authorization; False when another poll spent it first."""
+    result = session.execute(
+        update(DeviceAuthorization)
+        .where(
+            DeviceAuthorization.device_code_digest == device_code_digest,
+            DeviceAuthorization.status == "approved",
+        )
+        .values(status="used")
+    )
+    return int(result.rowcount) == 1  # type: ignore[attr-defined]
+
+
+def prune_device_authorizations(session: Session, now: datetime) -> int:
+    result = session.execute(
+        delete(DeviceAuthorization).where(DeviceAuthorization.expires_at <= now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

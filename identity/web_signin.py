@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute, Route
 
 from identity import audit, recovery, sessions
 from identity.accounts import AccountError, EmailNotVerified, InvalidInput, Throttled
+from identity.protocol.authorize import pending_resume_path
 from identity.web import (
     Visit,
     accounts_of,
@@ -175,7 +176,8 @@ async def login(request: Request) -> Response:
         visit.new_cookie, visit.browser = sessions.start_authenticated(
             visit.db, visit.browser, user.id, accounts.now(), policy, visit.context, ["pwd"]
         )
-        return redirect(safe_next(form.get("next")))
+        # A sign-in started by an app goes back to it, even after a detour through signup.
+        return redirect(safe_next(form.get("next"), pending_resume_path(visit) or "/account"))
 
     return await transact(request, work, form=form)
 

@@ -57,12 +57,13 @@ def test_discovery_lists_only_what_is_supported(http: TestClient) -> None:
     for path in ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"):
         document = http.get(path).json()
         assert document["issuer"] == "http://127.0.0.1:8000"
-        assert document["grant_types_supported"] == ["client_credentials"]
-        assert "password" not in str(document["grant_types_supported"])
+        assert document["grant_types_supported"][:2] == ["authorization_code", "client_credentials"]
+        assert "password" not in document["grant_types_supported"]
         assert document["jwks_uri"] == "http://127.0.0.1:8000/.well-known/jwks.json"
         assert set(document["token_endpoint_auth_methods_supported"]) == {
             "client_secret_basic",
             "client_secret_post",
+            "none",
         }
 
 

@@ -3,28 +3,50 @@ endpoint in one table."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from identity.config import Settings
 from identity.db import Database
 from identity.denylist import Denylist
+from identity.protocol.device import DeviceCodeGrant
 from identity.protocol.endpoints import TokenIntrospection, TokenRevocation
-from identity.protocol.grants import ClientCredentialsGrant
+from identity.protocol.grants import (
+    AuthorizationCodeGrant,
+    ClientCredentialsGrant,
+    S256CodeChallenge,
+)
+from identity.protocol.password import PasswordGrant
 from identity.protocol.server import IdentityServer
 from identity.protocol.tokens import AccessTokenIssuer
 
-GRANTS = (ClientCredentialsGrant,)
+
+def grant_table(settings: Settings) -> list[tuple[Any, list[Any]]]:
+    """Every grant the server serves, with its extensions."""
+    table: list[tuple[Any, list[Any]]] = [
+        (AuthorizationCodeGrant, [S256CodeChallenge()]),
+        (ClientCredentialsGrant, []),
+        (DeviceCodeGrant, []),
+    ]
+    if settings.password_grant:  # off by default: then it is neither served nor listed
+        table.append((PasswordGrant, []))
+    return table
+
+
 ENDPOINTS = (TokenRevocation, TokenIntrospection)
 
 
 def build_server(
-    database: Database, issuer: AccessTokenIssuer, denylist: Denylist
+    settings: Settings, database: Database, issuer: AccessTokenIssuer, denylist: Denylist
 ) -> IdentityServer:
     """The authorization server with every grant and endpoint identity serves."""
-    server = IdentityServer(database, issuer, denylist)
-    for grant in GRANTS:
-        server.register_grant(grant)
+    server = IdentityServer(settings, database, issuer, denylist)
+    for grant, extensions in grant_table(settings):
+        server.register_grant(grant, extensions)
     for endpoint in ENDPOINTS:
         server.register_endpoint(endpoint)
     return server
 
 
-def grant_types() -> list[str]:
-    return [str(grant.GRANT_TYPE) for grant in GRANTS]
+def grant_types(settings: Settings) -> list[str]:
+    """What discovery lists: exactly the grants registered."""
+    return [str(grant.GRANT_TYPE) for grant, _ in grant_table(settings)]

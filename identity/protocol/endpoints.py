@@ -107,17 +107,46 @@ class TokenIntrospection(IntrospectionEndpoint):  # type: ignore[misc]
 
 
 def metadata(issuer: str, grant_types: list[str]) -> dict[str, Any]:
-    """RFC 8414 authorization server metadata: only what this server really does."""
-    return {
+    """RFC 8414 / OpenID Connect Discovery: only what this server really does."""
+    document: dict[str, Any] = {
         "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/oauth2/authorize",
         "token_endpoint": f"{issuer}/oauth2/token",
+        "userinfo_endpoint": f"{issuer}/oauth2/userinfo",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
         "introspection_endpoint": f"{issuer}/oauth2/introspect",
         "revocation_endpoint": f"{issuer}/oauth2/revoke",
+        "end_session_endpoint": f"{issuer}/oauth2/logout",
         "grant_types_supported": grant_types,
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": True,
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "claims_supported": [
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "at_hash",
+            "amr",
+            "azp",
+            "email",
+            "email_verified",
+            "name",
+        ],
+        "prompt_values_supported": ["none", "login", "consent", "create"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported": [*CLIENT_AUTH_METHODS, "none"],
         "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "access_token_signing_alg_values_supported": ["RS256"],
+        "ui_locales_supported": ["en"],
     }
+    if "urn:ietf:params:oauth:grant-type:device_code" in grant_types:
+        document["device_authorization_endpoint"] = f"{issuer}/oauth2/device_authorization"
+    return document

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from authlib.oauth2.rfc6749 import InvalidScopeError, OAuth2Error, grants
+from authlib.oauth2.rfc6749 import (
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+    OAuth2Error,
+    grants,
+)
+from authlib.oauth2.rfc7636 import CodeChallenge
 
-from identity.models import Client
-from identity.protocol.server import StarletteOAuth2Request
+from identity import repositories
+from identity.models import (
+    OIDC_SCOPES,
+    AuthorizationCode,
+    Client,
+    User,
+    secret_digest,
+    utcnow,
+)
+from identity.protocol.server import StarletteOAuth2Request, current_session
+from identity.protocol.tokens import Authentication
 
 
 class InvalidTargetError(OAuth2Error):  # type: ignore[misc]
@@ -45,11 +62,25 @@ def granted_scope(client: Client, requested: str | None) -> str:
 
 
 class IssuingGrant:
-    """Issues tokens through our signer, so every grant gets the same claims and audit."""
+    """Issues tokens through our signer, so every grant gets the same claims and audit.
+
+    A grant that acts for a user overrides ``authentication`` (when and how the user logged
+    in) and may override ``audience`` and ``refresh_family``; a refresh token is added when
+    the server's refresh-token policy says so."""
 
     request: StarletteOAuth2Request
     server: Any
     GRANT_TYPE: str | None
+
+    def audience(self) -> list[str]:
+        return resolve_audience(self.request.client, self.request)
+
+    def authentication(self) -> Authentication | None:
+        return None
+
+    def refresh_family(self) -> tuple[Any, Any] | None:
+        """(family_id, parent row) when this grant rotates a refresh token."""
+        return None
 
     def generate_token(
         self,
@@ -60,11 +91,17 @@ class IssuingGrant:
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
         client: Client = self.request.client
+        audience = self.audience()
+        authentication = self.authentication() if user is not None else None
+        extra: dict[str, Any] = {}
+        if authentication is not None:
+            extra["auth_time"] = int(authentication.auth_time.timestamp())
         issued = self.server.issuer.issue(
             client_id=client.client_id,
             subject=client.client_id if user is None else str(user.get_user_id()),
-            audience=resolve_audience(client, self.request),
+            audience=audience,
             scope=scope or "",
+            extra=extra,
         )
         self.request.issued.append(issued)
         token: dict[str, Any] = {
@@ -74,6 +111,26 @@ class IssuingGrant:
         }
         if scope:
             token["scope"] = scope
+        refresh_tokens = getattr(self.server, "refresh_tokens", None)
+        if (
+            user is not None
+            and authentication is not None
+            and include_refresh_token
+            and refresh_tokens is not None
+            and refresh_tokens.should_issue(client, scope or "")
+        ):
+            family = self.refresh_family()
+            token["refresh_token"] = refresh_tokens.issue(
+                current_session(),
+                client=client,
+                user_id=user.id,
+                scope=scope or "",
+                audience=audience,
+                authentication=authentication,
+                access=issued,
+                family_id=family[0] if family else None,
+                parent=family[1] if family else None,
+            )
         return token
 
 
@@ -87,3 +144,141 @@ class ClientCredentialsGrant(IssuingGrant, grants.ClientCredentialsGrant):  # ty
         token = self.generate_token(scope=self.request.granted_scope, include_refresh_token=False)
         self.save_token(token)
         return 200, token, self.TOKEN_RESPONSE_HEADER
+
+
+def user_scope(client: Client, requested: str | None) -> str:
+    """The scope of a user grant: OpenID Connect scopes plus the client's registered ones;
+    anything else is invalid_scope (never silently dropped)."""
+    allowed = set(client.scope.split()) | set(OIDC_SCOPES)
+    tokens = (requested or "").split()
+    unknown = [token for token in tokens if token not in allowed]
+    if unknown:
+        raise InvalidScopeError(f"The client may not ask for {unknown[0]!r}.")
+    if "offline_access" in tokens and not client.check_grant_type("refresh_token"):
+        tokens.remove("offline_access")  # it cannot be honoured: no refresh grant
+    return " ".join(dict.fromkeys(tokens))
+
+
+class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
+    """PKCE as OAuth 2.1 wants it: required for every client, S256 only. Authlib's own
+    accepts ``plain`` and only insists on PKCE for public clients."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def __init__(self) -> None:
+        super().__init__(required=True)
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE is required: send code_challenge (S256).")
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("code_challenge_method must be S256.")
+        super().validate_code_challenge(grant, redirect_uri)
+
+    def validate_code_verifier(self, grant: Any, result: Any) -> None:
+        # RFC 7636 §4.6: a missing or wrong verifier is invalid_grant.
+        if not grant.request.form.get("code_verifier"):
+            raise InvalidGrantError("Missing 'code_verifier'.")
+        try:
+            super().validate_code_verifier(grant, result)
+        except InvalidRequestError as error:
+            raise InvalidGrantError(error.description) from None
+
+
+class AuthorizationCodeGrant(IssuingGrant, grants.AuthorizationCodeGrant):  # type: ignore[misc]
+    """The code flow with OpenID Connect: codes are stored hashed, live a minute at most,
+    are spent atomically, and a replayed code revokes what the first redemption got."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    def validate_requested_scope(self) -> None:
+        # Refuses what the client may not ask for; Authlib then keeps the allowed part.
+        user_scope(self.request.client, self.request.payload.scope)
+
+    def save_authorization_code(self, code: str, request: StarletteOAuth2Request) -> None:
+        authentication: Authentication = request.authentication  # set by the endpoint
+        now = utcnow()
+        repositories.add_authorization_code(
+            current_session(),
+            AuthorizationCode(
+                digest=secret_digest(code),
+                client_id=request.client.client_id,
+                user_id=request.user.id,
+                redirect_uri=request.payload.redirect_uri or request.client.redirect_uris[0],
+                scope=user_scope(request.client, request.payload.scope),
+                audience=resolve_audience(request.client, request),
+                nonce=request.payload.data.get("nonce"),
+                code_challenge=request.payload.data["code_challenge"],
+                code_challenge_method="S256",
+                auth_time=authentication.auth_time,
+                amr=list(authentication.amr),
+                session_id=authentication.session_id,
+                created_at=now,
+                expires_at=now + timedelta(seconds=self.server.settings.authorization_code_ttl),
+            ),
+        )
+
+    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
+        session, digest, now = current_session(), secret_digest(code or ""), utcnow()
+        row = repositories.get_authorization_code(session, digest)
+        if row is None or row.client_id != client.client_id:
+            return None
+        if not repositories.use_authorization_code(session, digest, now):
+            if row.used_at is not None:
+                self.server.revoke_code_tokens(session, row, self.request.context)
+            return None
+        return row
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        # Kept (spent) until it expires, so a replay can still be recognised.
+        token_jtis = [issued.jti for issued in self.request.issued]
+        authorization_code.issued_jtis = token_jtis
+        refresh = self.request.token.get("refresh_token") if self.request.token else None
+        if refresh:
+            family = self.server.refresh_tokens.find(current_session(), refresh)
+            authorization_code.refresh_family_id = family.family_id if family else None
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> User | None:
+        user = repositories.get_user(current_session(), authorization_code.user_id)
+        return user if user is not None and user.is_active and user.email_verified else None
+
+    def audience(self) -> list[str]:
+        return list(self.request.authorization_code.audience)
+
+    def authentication(self) -> Authentication:
+        code: AuthorizationCode = self.request.authorization_code
+        return Authentication(code.auth_time, tuple(code.amr), code.session_id)
+
+    def generate_token(
+        self,
+        user: Any = None,
+        scope: str | None = None,
+        grant_type: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        token = super().generate_token(user, scope, grant_type, expires_in, include_refresh_token)
+        code: AuthorizationCode = self.request.authorization_code
+        if user is not None and "openid" in (scope or "").split():
+            token["id_token"] = self.server.id_tokens.issue(
+                client_id=code.client_id,
+                subject=str(user.id),
+                authentication=self.authentication(),
+                nonce=code.nonce,
+                access_token=token["access_token"],
+                claims=user_claims(user, scope or ""),
+            )
+        self.request.token = token
+        return token
+
+
+def user_claims(user: User, scope: str) -> dict[str, Any]:
+    """The identity claims a scope releases (OIDC Core 5.4)."""
+    scopes = scope.split()
+    claims: dict[str, Any] = {}
+    if "email" in scopes:
+        claims.update(email=user.email, email_verified=user.email_verified)
+    if "profile" in scopes:
+        claims.update(name=user.name)
+    return claims

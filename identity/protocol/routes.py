@@ -14,7 +14,9 @@ from starlette.routing import BaseRoute, Route
 
 from identity.config import Settings
 from identity.limits import RateLimiter
+from identity.protocol.device import device_authorization
 from identity.protocol.server import IdentityServer, StarletteOAuth2Request, read_oauth2_request
+from identity.protocol.userinfo import userinfo
 from identity.security import request_context
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -113,6 +115,8 @@ def protocol_routes(settings: Settings) -> list[BaseRoute]:
         _route("/oauth2/token", _endpoint(None), ["POST"], cors),
         Route("/oauth2/introspect", _endpoint("introspection"), methods=["POST"]),
         Route("/oauth2/revoke", _endpoint("revocation"), methods=["POST"]),
+        Route("/oauth2/device_authorization", device_authorization, methods=["POST"]),
+        _route("/oauth2/userinfo", userinfo, ["GET", "POST"], cors),
         _route("/.well-known/jwks.json", jwks, ["GET"], cors),
         _route("/.well-known/openid-configuration", discovery, ["GET"], cors),
         _route("/.well-known/oauth-authorization-server", discovery, ["GET"], cors),

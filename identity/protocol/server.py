@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from authlib.oauth2 import AuthorizationServer, OAuth2Request
@@ -27,10 +29,11 @@ from starlette.responses import Response
 
 from identity import audit, repositories
 from identity.audit import RequestContext
+from identity.config import Settings
 from identity.db import Database
 from identity.denylist import Denylist
-from identity.models import Client
-from identity.protocol.tokens import AccessTokenIssuer, IssuedToken
+from identity.models import AuthorizationCode, Client, utcnow
+from identity.protocol.tokens import AccessTokenIssuer, IdTokenIssuer, IssuedToken
 
 log = logging.getLogger("identity.protocol")
 
@@ -80,6 +83,10 @@ class StarletteOAuth2Request(OAuth2Request):  # type: ignore[misc]
         self.payload = _Payload([*query, *form])
         self.context = context
         self.issued: list[IssuedToken] = []
+        self.token: dict[str, Any] | None = None
+        # When and how the user behind an authorization request logged in (set by the
+        # authorization endpoint before Authlib creates the code).
+        self.authentication: Any = None
 
     @property
     def args(self) -> dict[str, str]:
@@ -147,25 +154,59 @@ class IdentityServer(AuthorizationServer):  # type: ignore[misc]
 
     def __init__(
         self,
+        settings: Settings,
         database: Database,
         issuer: AccessTokenIssuer,
         denylist: Denylist,
-        scopes_supported: list[str] | None = None,
     ) -> None:
-        super().__init__(scopes_supported=scopes_supported)
+        super().__init__(scopes_supported=None)
+        self.settings = settings
         self.database = database
         self.issuer = issuer
         self.denylist = denylist
+        self.id_tokens = IdTokenIssuer(settings.issuer, issuer.keys, settings.id_token_ttl)
+        # Set by build_server when those features are on:
+        self.refresh_tokens: Any = None
+        self.accounts: Any = None
+
+    def revoke_code_tokens(
+        self, session: Session, code: AuthorizationCode, context: RequestContext
+    ) -> None:
+        """A spent code came back: revoke what its first redemption got (RFC 9700 4.5)."""
+        until = utcnow() + timedelta(seconds=self.settings.access_token_ttl + 60)
+        for jti in code.issued_jtis:
+            self.denylist.revoke(session, jti, until)
+        if code.refresh_family_id is not None and self.refresh_tokens is not None:
+            self.refresh_tokens.revoke_family(
+                session, code.refresh_family_id, reason="code_replay", context=context
+            )
+        audit.record(
+            session,
+            "code.replayed",
+            context=context,
+            outcome="failure",
+            subject=str(code.user_id),
+            client_id=code.client_id,
+            detail={"revoked_access_tokens": len(code.issued_jtis)},
+        )
 
     # -- running a call ------------------------------------------------------------------
 
+    @contextmanager
+    def using(
+        self, session: Session, oauth_request: StarletteOAuth2Request | None
+    ) -> Iterator[None]:
+        """Bind Authlib's calls in this block to a unit of work the caller already has
+        (the hosted pages' transaction)."""
+        token = _current.set(_UnitOfWork(session, oauth_request))
+        try:
+            yield
+        finally:
+            _current.reset(token)
+
     def _run_sync(self, oauth_request: StarletteOAuth2Request | None, call: Callable[[], T]) -> T:
-        with self.database.transaction() as session:
-            token = _current.set(_UnitOfWork(session, oauth_request))
-            try:
-                return call()
-            finally:
-                _current.reset(token)
+        with self.database.transaction() as session, self.using(session, oauth_request):
+            return call()
 
     async def run(self, oauth_request: StarletteOAuth2Request | None, call: Callable[[], T]) -> T:
         """Run ``call`` in the threadpool, in one transaction committed when it returns."""

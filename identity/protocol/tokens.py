@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from joserfc import jwt
@@ -23,6 +25,16 @@ _MAX_TOKEN_LENGTH = 8192
 
 class InvalidToken(Exception):
     """The token is malformed, forged, expired or otherwise unacceptable."""
+
+
+@dataclass(frozen=True)
+class Authentication:
+    """How and when the user behind a grant logged in: carried from the login through codes
+    and refresh tokens into every token (auth_time, amr) and tied to the browser session."""
+
+    auth_time: datetime
+    amr: tuple[str, ...] = ("pwd",)
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,74 @@ class AccessTokenIssuer:
         }
         header = {"alg": "RS256", "typ": "at+jwt", "kid": ring.signing_kid}
         return IssuedToken(jwt.encode(header, claims, ring.signing_key), claims)
+
+
+def at_hash(access_token: str) -> str:
+    """OIDC Core 3.1.3.6: base64url of the left half of SHA-256 of the access token."""
+    digest = hashlib.sha256(access_token.encode()).digest()
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
+
+
+class IdTokenIssuer:
+    """Signs OpenID Connect ID tokens with the same keys as access tokens (``typ: JWT``)."""
+
+    def __init__(
+        self, issuer: str, keys: KeyStore, ttl: int, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.issuer = issuer
+        self.keys = keys
+        self.ttl = ttl
+        self._clock = clock
+
+    def issue(
+        self,
+        *,
+        client_id: str,
+        subject: str,
+        authentication: Authentication,
+        nonce: str | None,
+        access_token: str | None,
+        claims: dict[str, Any],
+    ) -> str:
+        ring = self.keys.ring()
+        now = int(self._clock())
+        payload: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": client_id,
+            "azp": client_id,
+            "exp": now + self.ttl,
+            "iat": now,
+            "auth_time": int(authentication.auth_time.timestamp()),
+            "amr": list(authentication.amr),
+            **claims,
+        }
+        if nonce:
+            payload["nonce"] = nonce
+        if access_token:
+            payload["at_hash"] = at_hash(access_token)
+        header = {"alg": "RS256", "typ": "JWT", "kid": ring.signing_kid}
+        return str(jwt.encode(header, payload, ring.signing_key))
+
+
+def read_id_token_hint(token: str, ring: KeyRing, *, issuer: str) -> dict[str, Any]:
+    """An ID token we issued, as an end-session hint: signature and issuer are checked,
+    expiry is not (OIDC RP-Initiated Logout accepts expired hints)."""
+    if not token or len(token) > _MAX_TOKEN_LENGTH or token.count(".") != 2:
+        raise InvalidToken("the hint is not a compact JWS")
+    header = _header(token)
+    kid = header.get("kid")
+    if header.get("alg") != "RS256" or not isinstance(kid, str):
+        raise InvalidToken("the hint is not one of our ID tokens")
+    try:
+        claims = jwt.decode(
+            token, ring.verification_keys.get_by_kid(kid), algorithms=["RS256"]
+        ).claims
+    except (JoseError, ValueError, TypeError) as error:
+        raise InvalidToken(str(error) or type(error).__name__) from error
+    if claims.get("iss") != issuer or not isinstance(claims.get("sub"), str):
+        raise InvalidToken("the hint was not issued here")
+    return claims
 
 
 def _header(token: str) -> dict[str, Any]:

@@ -1,0 +1,75 @@
+"""UserInfo (OIDC Core 5.3), on GET and POST, with RFC 6750 bearer errors."""
+
+from __future__ import annotations
+
+import uuid
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from identity import repositories
+from identity.protocol.grants import user_claims
+from identity.protocol.server import IdentityServer
+from identity.protocol.tokens import InvalidToken, read_access_token
+
+
+def _bearer_error(status: int, error: str | None, description: str = "") -> Response:
+    challenge = 'Bearer realm="identity"'
+    if error:
+        challenge += f', error="{error}", error_description="{description}"'
+    body = (
+        {"error": error, "error_description": description}
+        if error
+        else {"error": "invalid_request"}
+    )
+    return JSONResponse(
+        body,
+        status_code=status,
+        headers={"WWW-Authenticate": challenge, "Cache-Control": "no-store"},
+    )
+
+
+async def _token_of(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    if request.method == "POST" and request.headers.get("content-type", "").startswith(
+        "application/x-www-form-urlencoded"
+    ):
+        form = await request.form(max_files=0, max_fields=10)
+        value = form.get("access_token")
+        return value if isinstance(value, str) else None
+    return None
+
+
+async def userinfo(request: Request) -> Response:
+    server: IdentityServer = request.app.state.oauth
+    token = await _token_of(request)
+    if not token:
+        return _bearer_error(401, None)
+    try:
+        claims = read_access_token(token, server.issuer.keys.ring(), issuer=server.settings.issuer)
+    except InvalidToken:
+        return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
+    if "openid" not in str(claims.get("scope", "")).split():
+        return _bearer_error(403, "insufficient_scope", "The token lacks the openid scope.")
+
+    def load() -> dict[str, object] | None:
+        with server.database.transaction() as session:
+            if server.denylist.is_revoked(claims["jti"], session):
+                return None
+            try:
+                user = repositories.get_user(session, uuid.UUID(claims["sub"]))
+            except ValueError:
+                return None
+            if user is None or not user.is_active:
+                return None
+            return {"sub": str(user.id), **user_claims(user, claims.get("scope", ""))}
+
+    info = await run_in_threadpool(load)
+    if info is None:
+        return _bearer_error(
+            401, "invalid_token", "The access token is revoked or its user is gone."
+        )
+    return JSONResponse(info, headers={"Cache-Control": "no-store"})
