@@ -27,6 +27,7 @@ from identity.denylist import Denylist
 from identity.keys import KeyStore
 from identity.mail import OutboxSender
 from identity.protocol.authorize import authorize_routes
+from identity.protocol.end_session import end_session_routes
 from identity.protocol.endpoints import metadata
 from identity.protocol.routes import protocol_routes
 from identity.protocol.tokens import AccessTokenIssuer
@@ -187,6 +188,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         *protocol_routes(settings),
         *authorize_routes(),
+        *end_session_routes(),
         *signin_routes(),
         *account_routes(),
         *device_routes(),

@@ -86,6 +86,8 @@ def clients_create(args: argparse.Namespace, settings: Settings) -> None:
             audience=args.audience or [],
             public=args.public,
             first_party=args.first_party,
+            post_logout_redirect_uris=args.post_logout_redirect_uri or [],
+            refresh_without_offline_access=args.refresh_without_offline_access,
             context=audit.RequestContext.command_line(),
         )
         data = {**clients.describe(registered.client), "client_secret": registered.secret}
@@ -249,6 +251,12 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--audience", action="append", metavar="URI", help="aud of its tokens")
     create.add_argument("--public", action="store_true", help="no secret (native/SPA + PKCE)")
     create.add_argument("--first-party", action="store_true", help="our own app (skips consent)")
+    create.add_argument("--post-logout-redirect-uri", action="append", metavar="URI")
+    create.add_argument(
+        "--refresh-without-offline-access",
+        action="store_true",
+        help="confidential client: refresh tokens even without the offline_access scope",
+    )
     create.set_defaults(handler=clients_create)
     client_commands.add_parser("list", parents=[common]).set_defaults(handler=clients_list)
     for name, handler in (("show", clients_show), ("delete", clients_delete)):

@@ -90,6 +90,8 @@ def register_client(
     audience: Sequence[str] = (),
     public: bool = False,
     first_party: bool = False,
+    post_logout_redirect_uris: Sequence[str] = (),
+    refresh_without_offline_access: bool = False,
     context: audit.RequestContext | None = None,
 ) -> RegisteredClient:
     """Validate and store a client; return it with its secret (None for a public client)."""
@@ -122,6 +124,10 @@ def register_client(
         audience=[_validate_audience(a) for a in dict.fromkeys(audience)],
         is_public=public,
         is_first_party=first_party,
+        post_logout_redirect_uris=[
+            validate_redirect_uri(u) for u in dict.fromkeys(post_logout_redirect_uris)
+        ],
+        refresh_without_offline_access=refresh_without_offline_access and not public,
     )
     repositories.add_client(session, client)
     audit.record(
@@ -155,5 +161,7 @@ def describe(client: Client) -> dict[str, object]:
         "grant_types": client.grant_types,
         "scope": client.scope,
         "audience": client.audience,
+        "post_logout_redirect_uris": client.post_logout_redirect_uris,
+        "refresh_without_offline_access": client.refresh_without_offline_access,
         "created_at": client.created_at.isoformat(),
     }

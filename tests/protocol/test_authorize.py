@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from identity import admin
 from identity.config import Settings
 from identity.db import Database
 from identity.models import AuditEvent, AuthorizationCode, Consent
@@ -36,16 +35,6 @@ def pkce() -> tuple[str, str]:
 @pytest.fixture
 def http(app_for: Callable[[Settings], TestClient], settings: Settings) -> TestClient:
     return app_for(settings)
-
-
-@pytest.fixture
-def user(http: TestClient, database: Database) -> str:
-    accounts = http.app.state.accounts  # type: ignore[attr-defined]
-    with database.transaction() as session:
-        admin.create_user(
-            accounts, session, email="ada@example.com", name="Ada", password=PASSWORD, verified=True
-        )
-    return "ada@example.com"
 
 
 @pytest.fixture
