@@ -12,6 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import redis
 from email_validator import EmailNotValidError, validate_email
@@ -116,6 +117,9 @@ class Accounts:
     hasher: PasswordHasher
     mailer: Mailer
     limiter: RateLimiter
+    # The OAuth side's refresh tokens, given by the app once it is built; accounts may be
+    # used (the CLI) without it, then there are no refresh tokens to end.
+    refresh_tokens: Any = None
 
     @classmethod
     def from_settings(
@@ -140,8 +144,15 @@ class Accounts:
         return utcnow()
 
     def end_everything(self, session: Session, user: User) -> None:
-        """End every session of ``user`` (and, with the OAuth side, every refresh token)."""
+        """End every browser session and every refresh-token family of ``user``."""
         repositories.delete_user_sessions(session, user.id)
+        if self.refresh_tokens is not None:
+            self.refresh_tokens.revoke_for_user(session, user.id)
+
+    def end_client_tokens(self, session: Session, user: User, client_id: str) -> None:
+        """End the refresh-token families one client holds for ``user``."""
+        if self.refresh_tokens is not None:
+            self.refresh_tokens.revoke_for_user(session, user.id, client_id)
 
     def link(self, path: str, token: str) -> str:
         # Links come from the issuer, never from the request's Host header.

@@ -161,6 +161,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     oauth = protocol.build_server(settings, database, issuer, denylist)
     accounts = Accounts.from_settings(settings, database, redis_client)
     oauth.accounts = accounts  # the password grant logs in through the same rules
+    accounts.refresh_tokens = oauth.refresh_tokens  # logout-everywhere, resets, disabling
     sender = OutboxSender(database, settings)
 
     @contextlib.asynccontextmanager

@@ -221,3 +221,33 @@ def revoke_everything(
     """Sign out everywhere: every session and every token of the account."""
     accounts.end_everything(session, user)
     audit.record(session, "session.revoked_all", context=context, subject=str(user.id))
+
+
+@dataclass(frozen=True)
+class ConsentView:
+    """An app the user allowed, as the account page lists it."""
+
+    client_id: str
+    client_name: str
+    scope: str
+    granted_at: datetime
+
+
+def list_consents(session: Session, user: User) -> Sequence[ConsentView]:
+    return [
+        ConsentView(client.client_id, client.name, consent.scope, consent.granted_at)
+        for consent, client in repositories.list_consents(session, user.id)
+    ]
+
+
+def revoke_consent(
+    accounts: Accounts, session: Session, user: User, client_id: str, context: RequestContext
+) -> None:
+    """Take an app's access away: its consent and every refresh token it holds for the user.
+    LookupError when there is no such consent."""
+    if not repositories.delete_consent(session, user.id, client_id):
+        raise LookupError("no such consent")
+    accounts.end_client_tokens(session, user, client_id)
+    audit.record(
+        session, "consent.revoked", context=context, subject=str(user.id), client_id=client_id
+    )

@@ -42,7 +42,7 @@ def _account_page(request: Request, visit: Visit, status: int = 200, **context: 
         "account.html",
         status,
         sessions=profile.list_sessions(accounts, visit.db, visit.user, visit.browser),
-        consents=[],
+        consents=profile.list_consents(visit.db, visit.user),
         pending_email=profile.pending_email(accounts, visit.db, visit.user),
         **context,
     )
@@ -185,6 +185,31 @@ async def confirm_email(request: Request) -> Response:
     return await transact(request, work, form=form)
 
 
+async def revoke_consent(request: Request) -> Response:
+    form = await read_form(request)
+    client_id = request.path_params["client_id"][:64]
+
+    def work(visit: Visit) -> Response:
+        assert visit.user is not None
+        try:
+            profile.revoke_consent(
+                accounts_of(request), visit.db, visit.user, client_id, visit.context
+            )
+        except LookupError:
+            return message(
+                request,
+                visit,
+                "Not found",
+                "That app has no access to remove.",
+                404,
+                link=("/account", "Back to your account"),
+            )
+        visit.flash("That app no longer has access to your account.")
+        return redirect("/account")
+
+    return await transact(request, _signed_in(request, work), form=form)
+
+
 def account_routes() -> list[BaseRoute]:
     return [
         Route("/account", account, methods=["GET"]),
@@ -195,4 +220,5 @@ def account_routes() -> list[BaseRoute]:
         Route("/account/email/confirm", confirm_email, methods=["POST"]),
         Route("/account/sessions/revoke-all", _account_form(_revoke_all), methods=["POST"]),  # type: ignore[arg-type]
         Route("/account/sessions/{public_id}/revoke", revoke_session, methods=["POST"]),
+        Route("/account/consents/{client_id}/revoke", revoke_consent, methods=["POST"]),
     ]

@@ -16,6 +16,7 @@ from identity.protocol.grants import (
     S256CodeChallenge,
 )
 from identity.protocol.password import PasswordGrant
+from identity.protocol.refresh import RefreshTokenGrant, RefreshTokens
 from identity.protocol.server import IdentityServer
 from identity.protocol.tokens import AccessTokenIssuer
 
@@ -25,6 +26,7 @@ def grant_table(settings: Settings) -> list[tuple[Any, list[Any]]]:
     table: list[tuple[Any, list[Any]]] = [
         (AuthorizationCodeGrant, [S256CodeChallenge()]),
         (ClientCredentialsGrant, []),
+        (RefreshTokenGrant, []),
         (DeviceCodeGrant, []),
     ]
     if settings.password_grant:  # off by default: then it is neither served nor listed
@@ -40,6 +42,7 @@ def build_server(
 ) -> IdentityServer:
     """The authorization server with every grant and endpoint identity serves."""
     server = IdentityServer(settings, database, issuer, denylist)
+    server.refresh_tokens = RefreshTokens(settings, denylist)
     for grant, extensions in grant_table(settings):
         server.register_grant(grant, extensions)
     for endpoint in ENDPOINTS:

@@ -12,6 +12,12 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
 from identity.models import Client
+from identity.protocol.refresh import (
+    RefreshTokenView,
+    find_refresh_token,
+    introspect_refresh_token,
+    revoke_refresh_token,
+)
 from identity.protocol.server import IdentityServer, StarletteOAuth2Request, current_session
 from identity.protocol.tokens import InvalidToken, read_access_token
 
@@ -65,14 +71,31 @@ def find_access_token(server: IdentityServer, value: str) -> AccessToken | None:
     return AccessToken(claims, server.denylist.is_revoked(claims["jti"], current_session()))
 
 
+def find_token(
+    server: IdentityServer, value: str, hint: str | None
+) -> AccessToken | RefreshTokenView | None:
+    """The token by its hint first, then the other kind (RFC 7009 §2.1, RFC 7662 §2.1)."""
+    if hint == "refresh_token":
+        return find_refresh_token(server, value) or find_access_token(server, value)
+    return find_access_token(server, value) or find_refresh_token(server, value)
+
+
 class TokenRevocation(RevocationEndpoint):  # type: ignore[misc]
-    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    # Public clients may revoke their own refresh tokens (OAuth 2.1 §4.3.1.1).
+    CLIENT_AUTH_METHODS = [*CLIENT_AUTH_METHODS, "none"]
 
-    def query_token(self, token_string: str, token_type_hint: str | None) -> AccessToken | None:
-        # An unknown token type is answered like an unknown token (RFC 7009 §2.2: 200).
-        return find_access_token(self.server, token_string)
+    def query_token(
+        self, token_string: str, token_type_hint: str | None
+    ) -> AccessToken | RefreshTokenView | None:
+        # An unknown token is answered like a revoked one (RFC 7009 §2.2: 200).
+        return find_token(self.server, token_string, token_type_hint)
 
-    def revoke_token(self, token: AccessToken, request: StarletteOAuth2Request) -> None:
+    def revoke_token(
+        self, token: AccessToken | RefreshTokenView, request: StarletteOAuth2Request
+    ) -> None:
+        if isinstance(token, RefreshTokenView):
+            revoke_refresh_token(self.server, token, request.context)  # the whole family
+            return
         expires_at = datetime.fromtimestamp(token.claims["exp"], UTC)
         self.server.denylist.revoke(current_session(), token.jti, expires_at)
 
@@ -80,17 +103,23 @@ class TokenRevocation(RevocationEndpoint):  # type: ignore[misc]
 class TokenIntrospection(IntrospectionEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
 
-    def query_token(self, token_string: str, token_type_hint: str | None) -> AccessToken | None:
-        return find_access_token(self.server, token_string)
+    def query_token(
+        self, token_string: str, token_type_hint: str | None
+    ) -> AccessToken | RefreshTokenView | None:
+        return find_token(self.server, token_string, token_type_hint)
 
     def check_permission(
-        self, token: AccessToken, client: Client, request: StarletteOAuth2Request
+        self, token: AccessToken | RefreshTokenView, client: Client, request: StarletteOAuth2Request
     ) -> bool:
-        # Any authenticated confidential client (a resource server) may introspect; public
-        # clients cannot authenticate here at all.
+        # Access tokens: any authenticated confidential client (a resource server).
+        # Refresh tokens are the business of the client that holds them only.
+        if isinstance(token, RefreshTokenView):
+            return bool(token.check_client(client))
         return not client.is_public
 
-    def introspect_token(self, token: AccessToken) -> dict[str, Any]:
+    def introspect_token(self, token: AccessToken | RefreshTokenView) -> dict[str, Any]:
+        if isinstance(token, RefreshTokenView):
+            return introspect_refresh_token(token)
         claims = token.claims
         return {
             "active": True,

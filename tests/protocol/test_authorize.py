@@ -80,23 +80,24 @@ def _follow(http: TestClient, response: Any) -> Any:
 
 
 def login_and_consent(http: TestClient, flow: Flow, email: str, allow: bool = True) -> Any:
+    """Log in if asked, consent if asked; the response that goes back to the client."""
     response = flow.start()
-    if not response.headers["location"].startswith("/login?"):
-        return response  # signed in and consented already
-    page = http.get(response.headers["location"])
-    next_path = parse_qs(urlsplit(response.headers["location"]).query)["next"][0]
-    response = http.post(
-        "/login",
-        data={
-            "csrf_token": csrf_of(page.text),
-            "email": email,
-            "password": PASSWORD,
-            "next": next_path,
-        },
-        follow_redirects=False,
-    )
-    response = _follow(http, response)
-    if response.status_code == 200 and "consent" in response.text:
+    location = response.headers.get("location", "")
+    if location.startswith("/login?"):
+        page = http.get(location)
+        next_path = parse_qs(urlsplit(location).query)["next"][0]
+        response = http.post(
+            "/login",
+            data={
+                "csrf_token": csrf_of(page.text),
+                "email": email,
+                "password": PASSWORD,
+                "next": next_path,
+            },
+            follow_redirects=False,
+        )
+        response = _follow(http, response)
+    if response.status_code == 200 and 'name="rid"' in response.text:
         rid = response.text.split('name="rid" value="')[1].split('"')[0]
         response = http.post(
             "/oauth2/authorize/consent",
@@ -364,3 +365,112 @@ def test_discovery_lists_the_code_flow_with_s256_only(http: TestClient) -> None:
     assert document["response_types_supported"] == ["code"]
     assert document["authorization_response_iss_parameter_supported"] is True
     assert "password" not in document["grant_types_supported"]
+
+
+def test_consent_is_listed_and_revocable_on_the_account_page(
+    http: TestClient, user: str, app_client: tuple[str, str], database: Database
+) -> None:
+    callback_params(login_and_consent(http, Flow(http, app_client[0]), user))
+    page = http.get("/account")
+    assert "Billing Dashboard" in page.text
+    response = http.post(
+        f"/account/consents/{app_client[0]}/revoke",
+        data={"csrf_token": csrf_of(page.text)},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    with database.transaction() as session:
+        assert session.scalars(select(Consent)).all() == []
+        assert "consent.revoked" in session.scalars(select(AuditEvent.type)).all()
+    again = Flow(http, app_client[0], prompt="none").start()
+    assert callback_params(again)["error"] == "consent_required"
+
+
+def _offline_tokens(http: TestClient, user: str, app_client: tuple[str, str]) -> dict[str, Any]:
+    flow = Flow(http, app_client[0], scope="openid offline_access")
+    params = callback_params(login_and_consent(http, flow, user))
+    body = exchange(http, flow, params["code"], app_client[1]).json()
+    assert "refresh_token" in body
+    return dict(body)
+
+
+def _refresh(http: TestClient, app_client: tuple[str, str], token: str) -> Any:
+    return http.post(
+        "/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": token},
+        auth=app_client,
+    )
+
+
+def test_refresh_token_only_with_offline_access(
+    http: TestClient, user: str, app_client: tuple[str, str]
+) -> None:
+    flow = Flow(http, app_client[0], scope="openid")
+    params = callback_params(login_and_consent(http, flow, user))
+    assert "refresh_token" not in exchange(http, flow, params["code"], app_client[1]).json()
+    body = _offline_tokens(http, user, app_client)
+    rotated = _refresh(http, app_client, body["refresh_token"])
+    assert rotated.status_code == 200 and rotated.json()["refresh_token"] != body["refresh_token"]
+
+
+def test_revoking_a_refresh_token_kills_its_family(
+    http: TestClient, user: str, app_client: tuple[str, str]
+) -> None:
+    body = _offline_tokens(http, user, app_client)
+    successor = _refresh(http, app_client, body["refresh_token"]).json()["refresh_token"]
+    revoked = http.post(
+        "/oauth2/revoke",
+        data={"token": successor, "token_type_hint": "refresh_token"},
+        auth=app_client,
+    )
+    assert revoked.status_code == 200
+    assert _refresh(http, app_client, successor).json()["error"] == "invalid_grant"
+    introspected = http.post(
+        "/oauth2/introspect",
+        data={"token": successor, "token_type_hint": "refresh_token"},
+        auth=app_client,
+    )
+    assert introspected.json() == {"active": False}
+
+
+def test_refresh_token_introspects_for_its_own_client_only(
+    http: TestClient, user: str, app_client: tuple[str, str], make_client: MakeClient
+) -> None:
+    body = _offline_tokens(http, user, app_client)
+    own = http.post("/oauth2/introspect", data={"token": body["refresh_token"]}, auth=app_client)
+    assert own.json()["active"] is True and own.json()["token_type"] == "refresh_token"
+    other = make_client(name="resource server")
+    foreign = http.post("/oauth2/introspect", data={"token": body["refresh_token"]}, auth=other)  # type: ignore[arg-type]
+    assert foreign.json() == {"active": False}
+
+
+def test_revoking_consent_kills_the_clients_refresh_tokens(
+    http: TestClient, user: str, app_client: tuple[str, str]
+) -> None:
+    body = _offline_tokens(http, user, app_client)
+    page = http.get("/account")
+    http.post(f"/account/consents/{app_client[0]}/revoke", data={"csrf_token": csrf_of(page.text)})
+    assert _refresh(http, app_client, body["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_sign_out_everywhere_kills_refresh_tokens(
+    http: TestClient, user: str, app_client: tuple[str, str]
+) -> None:
+    body = _offline_tokens(http, user, app_client)
+    page = http.get("/account")
+    http.post("/account/sessions/revoke-all", data={"csrf_token": csrf_of(page.text)})
+    assert _refresh(http, app_client, body["refresh_token"]).json()["error"] == "invalid_grant"
+    introspected = http.post(
+        "/oauth2/introspect", data={"token": body["access_token"]}, auth=app_client
+    )
+    assert introspected.json() == {"active": False}
+
+
+def test_code_replay_also_kills_the_refresh_family(
+    http: TestClient, user: str, app_client: tuple[str, str]
+) -> None:
+    flow = Flow(http, app_client[0], scope="openid offline_access")
+    params = callback_params(login_and_consent(http, flow, user))
+    first = exchange(http, flow, params["code"], app_client[1]).json()
+    assert exchange(http, flow, params["code"], app_client[1]).json()["error"] == "invalid_grant"
+    assert _refresh(http, app_client, first["refresh_token"]).json()["error"] == "invalid_grant"
