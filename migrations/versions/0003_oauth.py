@@ -154,9 +154,7 @@ def upgrade() -> None:
     with op.batch_alter_table("clients", schema=None) as batch_op:
         # Existing clients get an empty list and False.
         batch_op.add_column(
-            sa.Column(
-                "post_logout_redirect_uris", sa.JSON(), nullable=False, server_default="[]"
-            )
+            sa.Column("post_logout_redirect_uris", sa.JSON(), nullable=False, server_default="[]")
         )
         batch_op.add_column(
             sa.Column(
