@@ -270,6 +270,15 @@ def test_relying_party_runs_the_whole_oidc_flow(
         )
         assert reuse.status_code == 400, reuse.text
         assert reuse.json()["error"] == "invalid_grant"
+        # Reuse revokes the whole family: the rotated token died with it.
+        successor = httpx.post(
+            config["token_endpoint"],
+            data={"grant_type": "refresh_token", "refresh_token": refreshed["refresh_token"]},
+            auth=(client_id, client_secret),
+            timeout=10,
+        )
+        assert successor.status_code == 400, successor.text
+        assert successor.json()["error"] == "invalid_grant"
 
     # 10. RP-initiated logout: a valid hint for this session signs out at once.
     logout_query = urlencode(
