@@ -49,8 +49,10 @@ class IssuedToken:
         return str(self.claims["jti"])
 
 
-class AccessTokenIssuer:
-    """Signs access tokens with the active key; ``kid`` names it so verifiers can find it."""
+class _Signer:
+    """Signs JWTs with the active key; ``kid`` names it so verifiers can find it."""
+
+    typ = "JWT"
 
     def __init__(
         self, issuer: str, keys: KeyStore, ttl: int, clock: Callable[[], float] = time.time
@@ -59,6 +61,21 @@ class AccessTokenIssuer:
         self.keys = keys
         self.ttl = ttl
         self._clock = clock
+
+    def _sign(self, claims: dict[str, Any]) -> str:
+        ring = self.keys.ring()
+        header = {"alg": "RS256", "typ": self.typ, "kid": ring.signing_kid}
+        return str(jwt.encode(header, claims, ring.signing_key))
+
+    def _times(self) -> dict[str, int]:
+        now = int(self._clock())
+        return {"exp": now + self.ttl, "iat": now}
+
+
+class AccessTokenIssuer(_Signer):
+    """RFC 9068 access tokens (``typ: at+jwt``)."""
+
+    typ = "at+jwt"
 
     def issue(
         self,
@@ -70,21 +87,17 @@ class AccessTokenIssuer:
         extra: dict[str, Any] | None = None,
     ) -> IssuedToken:
         """Sign a token for ``subject`` (a user id, or the client itself)."""
-        ring = self.keys.ring()
-        now = int(self._clock())
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": subject,
             "aud": audience[0] if len(audience) == 1 else list(audience),
-            "exp": now + self.ttl,
-            "iat": now,
+            **self._times(),
             "jti": secrets.token_urlsafe(16),
             "client_id": client_id,
             "scope": scope,
             **(extra or {}),
         }
-        header = {"alg": "RS256", "typ": "at+jwt", "kid": ring.signing_kid}
-        return IssuedToken(jwt.encode(header, claims, ring.signing_key), claims)
+        return IssuedToken(self._sign(claims), claims)
 
 
 def at_hash(access_token: str) -> str:
@@ -93,16 +106,8 @@ def at_hash(access_token: str) -> str:
     return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
 
 
-class IdTokenIssuer:
-    """Signs OpenID Connect ID tokens with the same keys as access tokens (``typ: JWT``)."""
-
-    def __init__(
-        self, issuer: str, keys: KeyStore, ttl: int, clock: Callable[[], float] = time.time
-    ) -> None:
-        self.issuer = issuer
-        self.keys = keys
-        self.ttl = ttl
-        self._clock = clock
+class IdTokenIssuer(_Signer):
+    """OpenID Connect ID tokens, signed with the same keys as access tokens."""
 
     def issue(
         self,
@@ -114,15 +119,13 @@ class IdTokenIssuer:
         access_token: str | None,
         claims: dict[str, Any],
     ) -> str:
-        ring = self.keys.ring()
-        now = int(self._clock())
+        """An ID token for ``subject``, issued to ``client_id``."""
         payload: dict[str, Any] = {
             "iss": self.issuer,
             "sub": subject,
             "aud": client_id,
             "azp": client_id,
-            "exp": now + self.ttl,
-            "iat": now,
+            **self._times(),
             "auth_time": int(authentication.auth_time.timestamp()),
             "amr": list(authentication.amr),
             **claims,
@@ -131,8 +134,7 @@ class IdTokenIssuer:
             payload["nonce"] = nonce
         if access_token:
             payload["at_hash"] = at_hash(access_token)
-        header = {"alg": "RS256", "typ": "JWT", "kid": ring.signing_kid}
-        return str(jwt.encode(header, payload, ring.signing_key))
+        return self._sign(payload)
 
 
 def read_id_token_hint(token: str, ring: KeyRing, *, issuer: str) -> dict[str, Any]:
