@@ -149,6 +149,18 @@ class Accounts:
         if self.refresh_tokens is not None:
             self.refresh_tokens.revoke_for_user(session, user.id)
 
+    def set_password(self, session: Session, user: User, normalised: str) -> None:
+        """Store a new (policy-checked) password and tell the owner by mail."""
+        user.password_hash = self.hasher.hash(normalised)
+        user.password_changed_at = self.now()
+        self.mailer.enqueue(
+            session,
+            user.email,
+            "password_changed",
+            name=user.name,
+            reset_link=f"{self.settings.issuer}/forgot-password",
+        )
+
     def end_client_tokens(self, session: Session, user: User, client_id: str) -> None:
         """End the refresh-token families one client holds for ``user``."""
         if self.refresh_tokens is not None:

@@ -99,16 +99,8 @@ def change_password(
     """Needs the current password; every other session of the account ends."""
     normalised = accounts.check_password(new, user.email, user.name, "new_password")
     _require_password(accounts, user, current, "current_password")
-    user.password_hash = accounts.hasher.hash(normalised)
-    user.password_changed_at = accounts.now()
+    accounts.set_password(session, user, normalised)
     repositories.delete_user_sessions(session, user.id, keep=keep_session)
-    accounts.mailer.enqueue(
-        session,
-        user.email,
-        "password_changed",
-        name=user.name,
-        reset_link=f"{accounts.settings.issuer}/forgot-password",
-    )
     audit.record(session, "password.changed", context=context, subject=str(user.id))
 
 

@@ -75,18 +75,10 @@ def reset_password(
     normalised = accounts.check_password(password, user.email, user.name, "password")
     if not repositories.use_one_time_token(session, secret_digest(token), accounts.now()):
         raise InvalidLink()
-    user.password_hash = accounts.hasher.hash(normalised)
-    user.password_changed_at = accounts.now()
+    accounts.set_password(session, user, normalised)
     user.email_verified = True
     repositories.delete_one_time_tokens(session, user.id, PURPOSE)
     repositories.delete_challenges(session, user.id)
     accounts.end_everything(session, user)
-    accounts.mailer.enqueue(
-        session,
-        user.email,
-        "password_changed",
-        name=user.name,
-        reset_link=f"{accounts.settings.issuer}/forgot-password",
-    )
     audit.record(session, "password.reset", context=context, subject=str(user.id))
     return user
