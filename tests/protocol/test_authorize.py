@@ -474,3 +474,33 @@ def test_code_replay_also_kills_the_refresh_family(
     first = exchange(http, flow, params["code"], app_client[1]).json()
     assert exchange(http, flow, params["code"], app_client[1]).json()["error"] == "invalid_grant"
     assert _refresh(http, app_client, first["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_expired_code_is_invalid_grant(
+    http: TestClient, user: str, app_client: tuple[str, str], database: Database
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    flow = Flow(http, app_client[0])
+    params = callback_params(login_and_consent(http, flow, user))
+    with database.transaction() as session:
+        code = session.scalars(select(AuthorizationCode)).one()
+        assert (code.expires_at - code.created_at).total_seconds() <= 60
+        session.execute(
+            update(AuthorizationCode).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    assert exchange(http, flow, params["code"], app_client[1]).json()["error"] == "invalid_grant"
+
+
+def test_discovery_lists_every_grant_and_endpoint(http: TestClient) -> None:
+    document = http.get("/.well-known/openid-configuration").json()
+    assert set(document["grant_types_supported"]) == {
+        "authorization_code",
+        "client_credentials",
+        "refresh_token",
+        "urn:ietf:params:oauth:grant-type:device_code",
+    }
+    for key in ("userinfo_endpoint", "end_session_endpoint", "device_authorization_endpoint"):
+        assert document[key].startswith(ISSUER)
