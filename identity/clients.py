@@ -108,6 +108,8 @@ def register_client(
         )
     if public and _CONFIDENTIAL_ONLY.intersection(grants):
         raise ClientRegistrationError("a public client cannot use client_credentials")
+    if "account" in scope.split() and not first_party:
+        raise ClientRegistrationError("only a --first-party client may have the account scope")
     if "password" in grants and not first_party:
         raise ClientRegistrationError("only a --first-party client may use the password grant")
     uris = [validate_redirect_uri(u) for u in dict.fromkeys(redirect_uris)]

@@ -98,8 +98,10 @@ def list_audit_events(
     since: datetime | None = None,
     after_id: int | None = None,
     limit: int = 100,
+    newest_first: bool = False,
 ) -> Sequence[AuditEvent]:
-    query = select(AuditEvent).order_by(AuditEvent.id).limit(limit)
+    order = AuditEvent.id.desc() if newest_first else AuditEvent.id
+    query = select(AuditEvent).order_by(order).limit(limit)
     if subject is not None:
         query = query.where(AuditEvent.subject == subject)
     if client_id is not None:
@@ -111,6 +113,11 @@ def list_audit_events(
     if after_id is not None:
         query = query.where(AuditEvent.id > after_id)
     return session.scalars(query).all()
+
+
+def prune_audit_events(session: Session, before: datetime) -> int:
+    result = session.execute(delete(AuditEvent).where(AuditEvent.occurred_at < before))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 # -- users ----------------------------------------------------------------------------------
@@ -449,6 +456,16 @@ def revoke_refresh_family(session: Session, family_id: uuid.UUID, now: datetime)
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def refresh_family_owner(session: Session, family_id: uuid.UUID) -> tuple[uuid.UUID, str] | None:
+    """(user_id, client_id) of a refresh-token family."""
+    row = session.execute(
+        select(RefreshToken.user_id, RefreshToken.client_id)
+        .where(RefreshToken.family_id == family_id)
+        .limit(1)
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
 def live_refresh_families(
     session: Session, user_id: uuid.UUID, client_id: str | None, now: datetime
 ) -> Sequence[uuid.UUID]:
@@ -460,6 +477,23 @@ def live_refresh_families(
     if client_id is not None:
         query = query.where(RefreshToken.client_id == client_id)
     return list(session.scalars(query.distinct()))
+
+
+def live_refresh_tokens_with_client_names(
+    session: Session, user_id: uuid.UUID, now: datetime
+) -> Sequence[tuple[RefreshToken, str]]:
+    """Every token of the user's live families, oldest first, with its client's name."""
+    query = (
+        select(RefreshToken, Client.name)
+        .join(Client, Client.client_id == RefreshToken.client_id)
+        .where(
+            RefreshToken.user_id == user_id,
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.family_expires_at > now,
+        )
+        .order_by(RefreshToken.created_at)
+    )
+    return [(row, name) for row, name in session.execute(query)]
 
 
 # -- consents (protocol/authorize.py) -----------------------------------------------------------

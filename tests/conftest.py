@@ -176,7 +176,7 @@ def make_client(database: Database) -> Callable[..., tuple[str, str | None]]:
     return make
 
 
-def _wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
+def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
     for _ in range(150):
         if process.poll() is not None:
             raise RuntimeError(f"identity serve exited with {process.returncode}")
@@ -218,7 +218,7 @@ def served(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(url, process)
+        wait_until_up(url, process)
         yield url, env
     finally:
         process.terminate()
@@ -286,3 +286,6 @@ def mail_sink() -> Iterator[MailSink]:
         yield sink
     finally:
         controller.stop()
+
+
+_wait_until_up = wait_until_up  # the older name, still used by some tests

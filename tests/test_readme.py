@@ -10,7 +10,9 @@ from typing import Any
 
 import httpx
 
-from .conftest import run_cli
+from identity.db import Database
+
+from .conftest import free_port, run_cli, served_environment, wait_until_up
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -63,3 +65,45 @@ def test_resource_server_snippet_validates_a_real_token(
     exec(_block("resource-server").replace("http://127.0.0.1:8000", url), namespace)  # noqa: S102
     claims = namespace["validate"](token, "https://api.example.com")
     assert claims["client_id"] == client["client_id"]
+
+
+def test_api_walkthrough_runs_as_printed(
+    database: Database,
+    database_url: str,
+    redis_url: str | None,
+    redis_prefix: str,
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    env = served_environment(
+        database_url, redis_url, f"{redis_prefix}api:", tmp_path / "keys", port
+    )
+    env["IDENTITY_PASSWORD_GRANT"] = "on"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "identity", "serve", "--port", str(port)], env=env, cwd=tmp_path
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, server)
+        script = _block("api-walkthrough").replace("http://127.0.0.1:8000", url)
+        script = script.replace(".venv/bin/identity", f"{sys.executable} -m identity")
+        # The verification mail is sent by the server's background sender: give it a moment.
+        script = script.replace("# Verify with", "sleep 2\n# Verify with", 1)
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().split("\n")
+    assert lines[0] == '{"status":"check_email"}'
+    assert lines[1] == '{"status":"verified"}'
+    assert '"email":"ada@example.com"' in lines[2]
+    assert '"name":"Ada Lovelace"' in lines[3]
+    assert lines[4:] == ["204", "401"]

@@ -27,6 +27,27 @@ from identity.models import (
 from identity.protocol.server import StarletteOAuth2Request, current_session
 from identity.protocol.tokens import Authentication
 
+# The scope of the JSON account API (``/api/v1``): first-party clients only, and a user
+# grant that carries it gets the API's audience too.
+ACCOUNT_SCOPE = "account"
+
+
+def account_audience(issuer: str) -> str:
+    """The ``aud`` the JSON account API accepts: ``{issuer}/api/v1``."""
+    return f"{issuer}/api/v1"
+
+
+def _with_account_audience(
+    audience: list[str], scope: str | None, user: Any, issuer: str, client_id: str
+) -> list[str]:
+    """``audience`` with the account API's added exactly when a user's token carries the
+    ``account`` scope (a narrowed refresh or a client's own resource list never keeps it)."""
+    api = account_audience(issuer)
+    kept = [value for value in audience if value != api]
+    if user is not None and ACCOUNT_SCOPE in (scope or "").split():
+        kept.append(api)
+    return kept or [client_id]
+
 
 class InvalidTargetError(OAuth2Error):  # type: ignore[misc]
     """RFC 8707 §2: the requested resource is unknown or not allowed for this client."""
@@ -91,7 +112,9 @@ class IssuingGrant:
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
         client: Client = self.request.client
-        audience = self.audience()
+        audience = _with_account_audience(
+            self.audience(), scope, user, self.server.issuer.issuer, client.client_id
+        )
         authentication = self.authentication() if user is not None else None
         extra: dict[str, Any] = {}
         if authentication is not None:
@@ -150,6 +173,10 @@ def user_scope(client: Client, requested: str | None) -> str:
     """The scope of a user grant: OpenID Connect scopes plus the client's registered ones;
     anything else is invalid_scope (never silently dropped)."""
     allowed = set(client.scope.split()) | set(OIDC_SCOPES)
+    if client.is_first_party:
+        allowed.add(ACCOUNT_SCOPE)
+    else:
+        allowed.discard(ACCOUNT_SCOPE)  # even if registered: the account API is ours alone
     tokens = (requested or "").split()
     unknown = [token for token in tokens if token not in allowed]
     if unknown:

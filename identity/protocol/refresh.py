@@ -132,10 +132,13 @@ class RefreshTokens:
             self.denylist.revoke(session, jti, expires_at)
         revoked = repositories.revoke_refresh_family(session, family_id, now)
         if revoked:
+            owner = repositories.refresh_family_owner(session, family_id)
             audit.record(
                 session,
                 "refresh.family_revoked",
                 context=context,
+                subject=str(owner[0]) if owner else None,  # so the owner sees it in /me/events
+                client_id=owner[1] if owner else None,
                 detail={"reason": reason, "family_id": str(family_id), "tokens": revoked},
             )
         return revoked

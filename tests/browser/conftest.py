@@ -30,7 +30,7 @@ from playwright.sync_api import Response as PlaywrightResponse
 
 from identity.db import Database
 
-from ..conftest import _wait_until_up, free_port, served_environment
+from ..conftest import free_port, served_environment, wait_until_up
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -200,7 +200,7 @@ def live_server(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(url, process)
+        wait_until_up(url, process)
         yield LiveServer(url=url, env=env, pid=process.pid)
     finally:
         process.terminate()

@@ -1,0 +1,322 @@
+"""The JSON account API under ``/api/v1``, over the same services as the hosted pages.
+
+``OPERATIONS`` is the one table of the API: the routes are built from it and so is the
+OpenAPI document (``identity.openapi``), so neither can drift from the code. A request runs
+as a short pipeline: read the body (capped), then one threadpool hop and one transaction in
+which the bearer token is checked (signature, ``aud``, denylist, user, scope), the body
+parsed (415 unless JSON, 400 with field errors unless valid) and the handler called. Every
+error is RFC 9457 ``application/problem+json``; bad input is never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route, Router
+
+from identity import api_accounts, api_me, repositories
+from identity.accounts import AccountError, Accounts
+from identity.api_calls import ApiCall, Reply, Result
+from identity.api_models import (
+    AccountConsents,
+    AccountEvents,
+    AccountSessions,
+    AccountStatus,
+    ChangePasswordRequest,
+    EmailRequest,
+    EventsQuery,
+    LogoutRequest,
+    Me,
+    RegisterRequest,
+    ResetPasswordRequest,
+    UpdateMeRequest,
+    VerifyEmailRequest,
+)
+from identity.api_problems import (
+    NO_STORE,
+    Problem,
+    from_account_error,
+    from_validation,
+    insufficient_scope,
+    malformed_body,
+    not_found,
+    unauthenticated,
+)
+from identity.config import Settings
+from identity.protocol.grants import ACCOUNT_SCOPE, account_audience
+from identity.protocol.tokens import InvalidToken, read_access_token
+from identity.security import request_context
+
+PREFIX = "/api/v1"
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One route of the API, as the router and the OpenAPI document see it.
+
+    ``errors`` lists every error status the operation can answer (401 is implied by
+    ``auth``); ``query`` models the query string; ``other_successes`` lists success answers
+    besides ``status`` (status, body model)."""
+
+    method: str
+    path: str
+    summary: str
+    request: type[BaseModel] | None
+    response: type[BaseModel] | None
+    status: int
+    errors: tuple[int, ...]
+    auth: bool
+    handler: Callable[[ApiCall], Result] = field(repr=False, compare=False)
+    query: type[BaseModel] | None = None
+    other_successes: tuple[tuple[int, type[BaseModel] | None], ...] = ()
+
+
+_BODY = (400, 413, 415)  # a JSON body: invalid, too large, not JSON
+_DOWN = (503,)  # the database is unavailable (handled app-wide)
+_BEARER = (401, 403)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "POST", f"{PREFIX}/register", "Create an account; a code is mailed",
+        RegisterRequest, AccountStatus, 202, (*_BODY, 429, *_DOWN), False,
+        api_accounts.register,
+    ),
+    Operation(
+        "POST", f"{PREFIX}/verify-email", "Verify the email address (code or link token)",
+        VerifyEmailRequest, AccountStatus, 200, (*_BODY, 429, *_DOWN), False,
+        api_accounts.verify_email,
+    ),
+    Operation(
+        "POST", f"{PREFIX}/verify-email/resend", "Mail a new verification code",
+        EmailRequest, AccountStatus, 202, (*_BODY, 429, *_DOWN), False,
+        api_accounts.resend_verification,
+    ),
+    Operation(
+        "POST", f"{PREFIX}/password/forgot", "Mail a password-reset link",
+        EmailRequest, AccountStatus, 202, (*_BODY, 429, *_DOWN), False,
+        api_accounts.forgot_password,
+    ),
+    Operation(
+        "POST", f"{PREFIX}/password/reset", "Set a new password with a reset token",
+        ResetPasswordRequest, AccountStatus, 200, (*_BODY, *_DOWN), False,
+        api_accounts.reset_password,
+    ),
+    Operation(
+        "GET", f"{PREFIX}/me", "The signed-in user",
+        None, Me, 200, (*_BEARER, *_DOWN), True,
+        api_me.get_me,
+    ),
+    Operation(
+        "PATCH", f"{PREFIX}/me", "Change the name (200), or start an email change (202)",
+        UpdateMeRequest, Me, 200, (*_BEARER, *_BODY, 429, *_DOWN), True,
+        api_me.update_me, other_successes=((202, AccountStatus),),
+    ),
+    Operation(
+        "POST", f"{PREFIX}/me/password", "Change the password (needs the current one)",
+        ChangePasswordRequest, None, 204, (*_BEARER, *_BODY, 429, *_DOWN), True,
+        api_me.change_password,
+    ),
+    Operation(
+        "GET", f"{PREFIX}/me/sessions", "Browser sessions and app sessions (refresh tokens)",
+        None, AccountSessions, 200, (*_BEARER, *_DOWN), True,
+        api_me.list_sessions,
+    ),
+    Operation(
+        "DELETE", f"{PREFIX}/me/sessions/{{session_id}}", "End one session",
+        None, None, 204, (*_BEARER, 404, *_DOWN), True,
+        api_me.revoke_session,
+    ),
+    Operation(
+        "POST", f"{PREFIX}/logout", "End this access token (and a refresh token's family)",
+        LogoutRequest, None, 204, (*_BEARER, *_BODY, *_DOWN), True,
+        api_me.logout,
+    ),
+    Operation(
+        "POST", f"{PREFIX}/logout-all", "End every session and token of the account",
+        None, None, 204, (*_BEARER, *_DOWN), True,
+        api_me.logout_everywhere,
+    ),
+    Operation(
+        "GET", f"{PREFIX}/me/consents", "Apps the user allowed",
+        None, AccountConsents, 200, (*_BEARER, *_DOWN), True,
+        api_me.list_consents,
+    ),
+    Operation(
+        "DELETE", f"{PREFIX}/me/consents/{{client_id}}", "Take an app's access away",
+        None, None, 204, (*_BEARER, 404, *_DOWN), True,
+        api_me.revoke_consent,
+    ),
+    Operation(
+        "GET", f"{PREFIX}/me/events", "The user's own security events, oldest first",
+        None, AccountEvents, 200, (*_BEARER, 400, *_DOWN), True,
+        api_me.list_events, query=EventsQuery,
+    ),
+)  # fmt: skip
+
+
+# -- the request pipeline -------------------------------------------------------------------------
+
+
+def _bearer_token(headers: Headers) -> str:
+    """The token of ``Authorization: Bearer``; 401 without a challenge error when absent."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        raise unauthenticated(None, "This operation needs a bearer access token.")
+    token = token.strip()
+    if not token:
+        raise unauthenticated("invalid_token", "The access token is empty.")
+    return token
+
+
+def _authenticate(call: ApiCall, token: str, settings: Settings) -> None:
+    """Validate as a resource server would, then the denylist, the user and the scope."""
+    invalid = unauthenticated("invalid_token", "The access token is invalid or has expired.")
+    try:
+        claims = read_access_token(
+            token,
+            call.oauth.issuer.keys.ring(),
+            issuer=settings.issuer,
+            audience=account_audience(settings.issuer),
+        )
+    except InvalidToken:
+        raise invalid from None
+    if call.oauth.denylist.is_revoked(claims["jti"], call.db):
+        raise unauthenticated("invalid_token", "The access token has been revoked.")
+    subject = claims.get("sub")
+    try:
+        user_id = uuid.UUID(subject) if isinstance(subject, str) else None
+    except ValueError:
+        user_id = None
+    user = repositories.get_user(call.db, user_id) if user_id is not None else None
+    if user is None or not user.is_active:
+        raise invalid
+    if ACCOUNT_SCOPE not in str(claims.get("scope", "")).split():
+        raise insufficient_scope(ACCOUNT_SCOPE)
+    call.user, call.claims = user, claims
+
+
+def _allows_empty(model: type[BaseModel]) -> bool:
+    return not any(info.is_required() for info in model.model_fields.values())
+
+
+def _parse_body(model: type[BaseModel], content_type: str | None, raw: bytes) -> BaseModel:
+    data: Any
+    if not raw.strip() and _allows_empty(model):
+        data = {}
+    else:
+        media_type = (content_type or "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            raise Problem(415, "Send the body as application/json.")
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):  # also bad UTF-8 and over-long integers
+            raise malformed_body() from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise from_validation(error) from None
+
+
+def _parse_query(model: type[BaseModel], request: Request) -> BaseModel:
+    try:
+        return model.model_validate(dict(request.query_params.multi_items()))
+    except ValidationError as error:
+        raise from_validation(error) from None
+
+
+def _success(operation: Operation, result: Result) -> Response:
+    status, body = (
+        (result.status, result.body) if isinstance(result, Reply) else (operation.status, result)
+    )
+    if body is None:
+        return Response(status_code=status, headers=NO_STORE)
+    return Response(
+        body.model_dump_json(), status_code=status, media_type="application/json", headers=NO_STORE
+    )
+
+
+async def _handle(request: Request, operation: Operation, settings: Settings) -> Response:
+    accounts: Accounts = request.app.state.accounts
+    oauth = request.app.state.oauth
+    context = request_context(request, settings.trusted_proxies)
+    try:
+        token = _bearer_token(request.headers) if operation.auth else ""
+        raw = await request.body() if operation.request is not None else b""
+    except Problem as problem:
+        return problem.response()
+    except HTTPException as error:  # the body-size cap
+        if error.status_code != 413:
+            raise
+        return Problem(413, "The body is larger than this server accepts.").response()
+    content_type = request.headers.get("content-type")
+
+    def run() -> Response:
+        with accounts.database.transaction() as db:
+            call = ApiCall(db, accounts, oauth, context, path=dict(request.path_params))
+            if operation.auth:
+                _authenticate(call, token, settings)
+            if operation.request is not None:
+                call.body = _parse_body(operation.request, content_type, raw)
+            if operation.query is not None:
+                call.query = _parse_query(operation.query, request)
+            return _success(operation, operation.handler(call))
+
+    try:
+        return await run_in_threadpool(run)
+    except Problem as problem:
+        return problem.response()
+    except AccountError as error:
+        return from_account_error(error).response()
+
+
+def _path_route(path: str, operations: Sequence[Operation], settings: Settings) -> Route:
+    """One route per path; a method it does not serve is a 405 problem with ``Allow``."""
+    by_method = {operation.method: operation for operation in operations}
+    allow = ", ".join(sorted({*by_method, *(["HEAD"] if "GET" in by_method else [])}))
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        operation = by_method.get(method)
+        if operation is None:
+            problem = Problem(405, f"Use {allow}.", headers={"Allow": allow})
+            return problem.response()
+        return await _handle(request, operation, settings)
+
+    return Route(path.removeprefix(PREFIX), endpoint, methods=_ALL_METHODS)
+
+
+def api_routes(settings: Settings) -> list[BaseRoute]:
+    """The ``/api/v1`` mount: every operation, problem answers for unknown paths, and CORS
+    for the configured origins only (no credentials: the API takes bearer tokens)."""
+    paths: dict[str, list[Operation]] = {}
+    for operation in OPERATIONS:
+        paths.setdefault(operation.path, []).append(operation)
+    routes = [_path_route(path, operations, settings) for path, operations in paths.items()]
+    router = Router(routes, redirect_slashes=False, default=not_found())
+    middleware = []
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=sorted({operation.method for operation in OPERATIONS}),
+                allow_headers=["Authorization", "Content-Type"],
+                expose_headers=["Retry-After", "WWW-Authenticate"],
+                allow_credentials=False,
+                max_age=600,
+            )
+        )
+    return [Mount(PREFIX, app=router, middleware=middleware)]

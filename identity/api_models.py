@@ -1,0 +1,149 @@
+"""The request and response bodies of the JSON account API.
+
+Requests refuse unknown fields (no mass assignment of ``email_verified``, ``id``...), take
+strings only where strings are meant (strict: no numbers, lists or nulls in their place) and
+cap every length. The rules themselves (email syntax, password policy, name) stay in the
+services, so the caps sit at or above the services' own limits and their messages show.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Email = Annotated[str, Field(max_length=320)]
+Password = Annotated[str, Field(max_length=1024, json_schema_extra={"format": "password"})]
+Name = Annotated[str, Field(max_length=256)]
+Code = Annotated[str, Field(max_length=32)]
+Token = Annotated[str, Field(max_length=512)]
+
+
+class RequestBody(BaseModel):
+    """A JSON object with exactly the declared fields; optional ones may be left out, never
+    sent as ``null``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nulls(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("Must not be null; leave the field out instead.")
+        return value
+
+
+class RegisterRequest(RequestBody):
+    email: Email
+    password: Password
+    name: Name
+
+
+class VerifyEmailRequest(RequestBody):
+    """Either the 6-digit ``code`` with the ``email`` it was sent to, or the ``token`` of the
+    emailed link."""
+
+    email: Email | None = None
+    code: Code | None = None
+    token: Token | None = None
+
+
+class EmailRequest(RequestBody):
+    email: Email
+
+
+class ResetPasswordRequest(RequestBody):
+    token: Token
+    password: Password
+
+
+class UpdateMeRequest(RequestBody):
+    """``name`` changes at once; ``email`` (with the current ``password``) starts a change
+    that the new address must confirm."""
+
+    name: Name | None = None
+    email: Email | None = None
+    password: Password | None = None
+
+
+class ChangePasswordRequest(RequestBody):
+    current_password: Password
+    new_password: Password
+
+
+class LogoutRequest(RequestBody):
+    """The refresh token to end with the access token (optional)."""
+
+    refresh_token: Token | None = None
+
+
+class EventsQuery(BaseModel):
+    """Query parameters of ``GET /api/v1/me/events`` (strings in the URL, so not strict)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(50, ge=1, le=100)
+    after: int | None = Field(None, ge=0, le=2**63 - 1, description="The last id already seen.")
+
+
+class AccountStatus(BaseModel):
+    status: Literal["check_email", "verified", "password_reset"]
+
+
+class Me(BaseModel):
+    id: uuid.UUID
+    email: str
+    name: str
+    email_verified: bool
+    created_at: datetime
+
+
+class AccountSession(BaseModel):
+    """A browser session (``type: browser``) or an app's refresh-token family (``app``)."""
+
+    id: str
+    type: Literal["browser", "app"]
+    created_at: datetime
+    last_seen_at: datetime | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    device: str | None = None
+    current: bool = False
+    client_id: str | None = None
+    client_name: str | None = None
+    scope: str | None = None
+
+
+class AccountSessions(BaseModel):
+    sessions: list[AccountSession]
+
+
+class AccountConsent(BaseModel):
+    client_id: str
+    client_name: str
+    scope: str
+    granted_at: datetime
+
+
+class AccountConsents(BaseModel):
+    consents: list[AccountConsent]
+
+
+class AccountEvent(BaseModel):
+    id: int
+    type: str
+    outcome: str
+    occurred_at: datetime
+    client_id: str | None
+    ip: str | None
+    user_agent: str | None
+    detail: dict[str, Any]
+
+
+class AccountEvents(BaseModel):
+    """Oldest first; pass ``next_after`` as ``after`` for the next page (null: no more)."""
+
+    events: list[AccountEvent]
+    next_after: int | None
