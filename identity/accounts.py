@@ -19,7 +19,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from identity import audit, repositories
+from identity import audit, logs, metrics, repositories
 from identity.audit import RequestContext
 from identity.config import Settings, SettingsError
 from identity.db import Database
@@ -354,6 +354,7 @@ class Accounts:
             # Counting this try too turns a full window into a block that grows each time.
             decision = self.limiter.hit("login.account", email)
             self._record_apart("login.throttled", context, detail={"limiter": "login.account"})
+            metrics.count_login("throttled")
             raise Throttled(max(decision.retry_after, blocked.retry_after))
         self.limit("login.ip", context.ip or "unknown")
         if len(password) > 1024:
@@ -379,6 +380,8 @@ class Accounts:
                 audit.record(own, "login.unverified", context=context, subject=str(user.id))
             raise EmailNotVerified(email)
         audit.record(session, "login.succeeded", context=context, subject=str(user.id))
+        metrics.count_login("succeeded")
+        logs.note(user_id=str(user.id))
         return user
 
     def _login_failed(
@@ -387,6 +390,8 @@ class Accounts:
         decision = self.limiter.hit("login.account", email or "invalid")
         subject = str(user.id) if user is not None else None
         self._record_apart("login.failed", context, subject=subject, detail={"reason": reason})
+        metrics.count_login("failed")
         if not decision.allowed:
             self._record_apart("login.throttled", context, subject=subject)
+            metrics.count_login("throttled")
         raise InvalidCredentials()

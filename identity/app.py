@@ -21,11 +21,16 @@ from starlette.routing import Route
 
 from identity import protocol, repositories, web
 from identity.accounts import Accounts
+from identity.api import api_routes
+from identity.api_problems import Problem
 from identity.config import Settings
 from identity.db import Database
 from identity.denylist import Denylist
 from identity.keys import KeyStore
+from identity.logs import RequestLogMiddleware
 from identity.mail import OutboxSender
+from identity.metrics import RequestMetricsMiddleware, metrics_endpoint
+from identity.openapi import openapi_routes
 from identity.protocol.authorize import authorize_routes
 from identity.protocol.end_session import end_session_routes
 from identity.protocol.endpoints import metadata
@@ -76,7 +81,10 @@ _PAGE_TEXT = {
 def _error(
     request: Request, status: int, detail: str, headers: dict[str, str] | None = None
 ) -> Response:
-    """An error in the caller's own format: a friendly page for browsers, OAuth JSON else."""
+    """An error in the caller's own format: problem+json for the JSON API, a friendly page
+    for browsers, OAuth error JSON for the protocol endpoints."""
+    if request.url.path.startswith("/api/"):
+        return Problem(status, detail, headers=headers).response()
     if not request.url.path.startswith(_MACHINE_PATHS):
         heading, text = _PAGE_TEXT.get(status, ("Something went wrong", detail))
         response = web.message(request, None, heading, text, status=status)
@@ -187,15 +195,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         *protocol_routes(settings),
         *authorize_routes(),
         *end_session_routes(),
         *signin_routes(),
         *account_routes(),
         *device_routes(),
+        *api_routes(settings),
+        *openapi_routes(settings),
         web.static_files(),
     ]
     middleware = [
+        # Outermost: the request id is set before anything else logs.
+        Middleware(RequestLogMiddleware, trusted_proxies=settings.trusted_proxies),
+        Middleware(RequestMetricsMiddleware),
         Middleware(SecurityHeadersMiddleware, https=settings.is_https),
         Middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes),
     ]

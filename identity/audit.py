@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -88,3 +93,140 @@ def as_dict(event: AuditEvent) -> dict[str, Any]:
         "user_agent": event.user_agent,
         "detail": event.detail,
     }
+
+
+# -- reading and pruning (the `identity audit` commands) ----------------------------------------
+
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_DURATION_LIKE = re.compile(r"[+-]?\d+\s*[a-zA-Z]+")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class AuditQueryError(ValueError):
+    """Input the audit commands cannot use: a bad duration or timestamp."""
+
+
+def parse_duration(text: str) -> timedelta:
+    """``15m``, ``2h``, ``7d``, ``90d``: a number and one of s, m, h, d, w."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise AuditQueryError(
+            f"unknown duration {text!r}: use a number and s, m, h, d or w (15m, 2h, 7d)"
+        )
+    try:
+        duration = timedelta(**{_UNITS[match[2]]: int(match[1])})
+    except OverflowError:
+        raise AuditQueryError(f"duration {text!r} is too long") from None
+    if duration <= timedelta(0):
+        raise AuditQueryError(f"duration {text!r} must be longer than zero")
+    return duration
+
+
+def ago(duration: timedelta, now: datetime, text: str) -> datetime:
+    """``now - duration``; ``text`` (the duration as typed) names it in the error."""
+    try:
+        return now - duration
+    except OverflowError:
+        raise AuditQueryError(f"duration {text!r} is too long") from None
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """An ISO 8601 timestamp (UTC when it has no offset) or a duration back from ``now``."""
+    if _DURATION_LIKE.fullmatch(text.strip()):  # 15m, but also 3mo or 2 h: said as durations
+        return ago(parse_duration(text), now, text)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise AuditQueryError(
+            f"bad time {text!r}: give an ISO timestamp (2025-01-31T09:00:00Z) "
+            "or a duration (15m, 2h, 7d)"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What ``identity audit list`` and ``tail`` select; None matches everything."""
+
+    subject: str | None = None
+    client_id: str | None = None
+    type_prefix: str | None = None
+    since: datetime | None = None
+
+    def query(
+        self,
+        session: Session,
+        *,
+        after_id: int | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> list[AuditEvent]:
+        return list(
+            repositories.list_audit_events(
+                session,
+                subject=self.subject,
+                client_id=self.client_id,
+                type_prefix=self.type_prefix,
+                since=self.since,
+                after_id=after_id,
+                limit=limit,
+                newest_first=newest_first,
+            )
+        )
+
+
+def latest(session: Session, selection: AuditFilter, limit: int) -> list[AuditEvent]:
+    """The newest ``limit`` matching events, oldest first."""
+    return list(reversed(selection.query(session, limit=limit, newest_first=True)))
+
+
+def poll(
+    session: Session, selection: AuditFilter, after_id: int | None, batch: int = 500
+) -> list[AuditEvent]:
+    """Every matching event with an id above ``after_id``, oldest first (in batches)."""
+    found: list[AuditEvent] = []
+    while True:
+        page = selection.query(session, after_id=after_id, limit=batch)
+        found.extend(page)
+        if len(page) < batch:
+            return found
+        after_id = page[-1].id
+
+
+def follow(
+    transaction: Callable[[], AbstractContextManager[Session]],
+    selection: AuditFilter,
+    after_id: int | None,
+    *,
+    interval: float,
+    max_polls: int | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Matching events newer than ``after_id`` as they are written, each as ``as_dict``.
+
+    Polls by id every ``interval`` seconds, each time in a fresh transaction, forever or
+    ``max_polls`` times. ``transaction`` is ``Database.transaction``."""
+    polls = 0
+    while max_polls is None or polls < max_polls:
+        if polls:
+            (sleep or time.sleep)(interval)
+        polls += 1
+        with transaction() as session:
+            rows = [as_dict(event) for event in poll(session, selection, after_id)]
+        for row in rows:
+            after_id = row["id"]
+            yield row
+
+
+def prune(session: Session, before: datetime, *, forced: bool) -> int:
+    """Delete the events that occurred before ``before``, then record ``audit.pruned`` (which
+    is written after the delete, so it survives it). Returns how many were deleted."""
+    count = repositories.prune_audit_events(session, before)
+    record(
+        session,
+        "audit.pruned",
+        context=RequestContext.command_line(),
+        actor="admin",
+        detail={"count": count, "before": before.isoformat(), "forced": forced},
+    )
+    return count

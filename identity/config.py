@@ -55,6 +55,13 @@ def _optional(raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"json", "text"}:
+        raise ValueError("expected json or text")
+    return value
+
+
 def _setting(
     default: Any, parse: Callable[[str], Any] = str, doc: str = "", secret: bool = False
 ) -> Any:
@@ -123,6 +130,15 @@ class Settings:
         True, _boolean, doc="`identity serve` runs `alembic upgrade head` before it listens"
     )
     log_level: str = _setting("info", doc="Log level: debug, info, warning, error")
+    log_format: str = _setting(
+        "json", _log_format, doc="`json` (one object a line) or `text` (for a terminal)"
+    )
+    metrics_token: str | None = _setting(
+        None,
+        _optional,
+        doc="Bearer token `/metrics` requires; unset: only loopback clients may scrape",
+        secret=True,
+    )
     smtp_url: str | None = _setting(
         None,
         _optional,

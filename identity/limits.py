@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import redis
 
+from identity import metrics
+
 log = logging.getLogger("identity.limits")
 
 
@@ -151,10 +153,15 @@ class RateLimiter:
                     keys=[base, base + ":block", base + ":strikes"],
                     args=[limit.attempts, limit.seconds * 1000, _cap_ms(limit)],
                 )
+                if not allowed:
+                    metrics.count_rate_limited(name)
                 return _ALLOWED if allowed else _denied(int(retry_ms) / 1000)
             except redis.RedisError as error:
                 self._warn(error)
-        return self._local_hit(limit, base)
+        decision = self._local_hit(limit, base)
+        if not decision.allowed:
+            metrics.count_rate_limited(name)
+        return decision
 
     def peek(self, name: str, key: str) -> Decision:
         """Is (name, key) blocked, or would its next hit be denied? Counts nothing."""

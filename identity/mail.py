@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from identity import repositories
+from identity import metrics, repositories
 from identity.config import Settings
 from identity.db import Database
 from identity.models import OutboxMessage, utcnow
@@ -199,6 +199,7 @@ class OutboxSender:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
     def _record_failure(self, message: OutboxMessage, error: Exception) -> None:
+        metrics.count_mail_failure()
         reason = f"{type(error).__name__}: {error}"
         if self._smtp is not None and self._smtp.password:
             reason = reason.replace(self._smtp.password, "***")

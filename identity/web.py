@@ -22,7 +22,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from identity import repositories, sessions
+from identity import logs, repositories, sessions
 from identity.accounts import Accounts, Throttled
 from identity.audit import RequestContext
 from identity.models import BrowserSession, User
@@ -171,6 +171,8 @@ async def transact(
                         sessions.end(db, browser)
                         browser, user = None, None
                 visit = Visit(db, browser, user, context)
+                if user is not None:
+                    logs.note(user_id=str(user.id))
                 if form is not None and not sessions.csrf_matches(browser, form.get("csrf_token")):
                     raise CsrfRejected()
                 return work(visit), visit

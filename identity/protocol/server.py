@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from identity import audit, repositories
+from identity import audit, logs, metrics, repositories
 from identity.audit import RequestContext
 from identity.config import Settings
 from identity.db import Database
@@ -226,6 +226,7 @@ class IdentityServer(AuthorizationServer):  # type: ignore[misc]
 
     def save_token(self, token: dict[str, Any], request: StarletteOAuth2Request) -> None:
         session = current_session()
+        metrics.count_token(request.payload.grant_type)
         for issued in request.issued:
             audit.record(
                 session,
@@ -250,6 +251,7 @@ class IdentityServer(AuthorizationServer):  # type: ignore[misc]
         except InvalidClientError as error:
             self._record_client_auth_failure(request, endpoint, error)
             raise
+        logs.note(client_id=client.client_id)
         return client
 
     def _record_client_auth_failure(

@@ -1,0 +1,228 @@
+"""Logs: one access line per request, JSON (or text) lines carrying the request id.
+
+What may be logged of a request is fixed here: method, route template, path without its
+query string, status, latency, client IP, user agent, client id and user id. Never a body,
+a query string or a header such as Authorization or Cookie: they carry passwords, codes and
+tokens.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from identity.metrics import route_template
+from identity.security import Network, client_ip
+
+access_log = logging.getLogger("identity.access")
+
+# Authlib logs every token it issues at DEBUG ("Issue token %r to %r"): whatever the level of
+# identity's own lines, its loggers stay at INFO.
+_SECRET_DEBUG_LOGGERS = ("authlib",)
+for _name in _SECRET_DEBUG_LOGGERS:
+    logging.getLogger(_name).setLevel(logging.INFO)
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_MAX_USER_AGENT = 256
+
+
+@dataclass
+class _Request:
+    """What the access line of the request at hand will say about who it served."""
+
+    request_id: str
+    client_id: str | None = None
+    user_id: str | None = None
+
+
+# Holds a mutable object, so what a threadpool call notes is seen by the middleware.
+_current: ContextVar[_Request | None] = ContextVar("identity_request", default=None)
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served, if any."""
+    current = _current.get()
+    return current.request_id if current is not None else None
+
+
+def note(*, client_id: str | None = None, user_id: str | None = None) -> None:
+    """Name the OAuth client or user the current request acts for, for its access line."""
+    current = _current.get()
+    if current is None:
+        return
+    if client_id is not None:
+        current.client_id = client_id
+    if user_id is not None:
+        current.user_id = user_id
+
+
+class RequestLogMiddleware:
+    """Give each request an id (a trusted proxy's ``X-Request-ID``, else a new one), echo it
+    in the response, and write one access line when the response is done."""
+
+    def __init__(self, app: ASGIApp, trusted_proxies: Sequence[Network] = ()) -> None:
+        self.app = app
+        self.trusted_proxies = tuple(trusted_proxies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        root_path = scope.get("root_path", "")
+        started = time.perf_counter()
+        current = _Request(self._request_id(scope))
+        token = _current.set(current)
+        status = 500  # unless a response starts: an exception on its way out
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["x-request-id"] = current.request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except BaseException:
+            # Left set: the app's error handler, outside this middleware, logs the
+            # exception with the request id; the task serving this request ends after it.
+            self._log(scope, root_path, current, status, started)
+            raise
+        self._log(scope, root_path, current, status, started)
+        _current.reset(token)
+
+    def _request_id(self, scope: Scope) -> str:
+        client = scope.get("client")
+        if client and self.trusted_proxies and _is_in(client[0], self.trusted_proxies):
+            offered = Headers(scope=scope).get("x-request-id", "")
+            if _REQUEST_ID.fullmatch(offered):
+                return offered
+        return uuid.uuid4().hex
+
+    def _log(
+        self, scope: Scope, root_path: str, current: _Request, status: int, started: float
+    ) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        latency_ms = round((time.perf_counter() - started) * 1000, 2)
+        request = Request(scope)
+        # The raw path has no query string; percent-escapes keep control characters out.
+        path = bytes(scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0]
+        fields: dict[str, Any] = {
+            "request_id": current.request_id,
+            "method": scope["method"],
+            "route": route_template(scope, root_path),
+            "path": path.decode("latin-1"),
+            "status": status,
+            "latency_ms": latency_ms,
+            "client_ip": client_ip(request, self.trusted_proxies),
+            "user_agent": request.headers.get("user-agent", "")[:_MAX_USER_AGENT] or None,
+        }
+        if current.client_id is not None:
+            fields["client_id"] = current.client_id
+        if current.user_id is not None:
+            fields["user_id"] = current.user_id
+        access_log.info(
+            "%s %s %d %.1fms",
+            fields["method"],
+            fields["path"],
+            status,
+            latency_ms,
+            extra={"fields": fields},
+        )
+
+
+def _is_in(address: str, networks: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+# -- formatting --------------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, the request id inside a request,
+    and the structured ``fields`` a record carries (the access line's)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = current_request_id()
+        if request_id is not None:
+            entry["request_id"] = request_id
+        entry.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message``, plus the request id and an access line's details."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = dict(getattr(record, "fields", None) or {})
+        request_id = fields.pop("request_id", None) or current_request_id()
+        extras = [f"{key}={value}" for key, value in fields.items() if key not in _IN_MESSAGE]
+        if request_id is not None:
+            extras.insert(0, f"request_id={request_id}")
+        if not extras:
+            return line
+        head, newline, rest = line.partition("\n")  # after the message, before a traceback
+        return f"{head} [{' '.join(extras)}]{newline}{rest}"
+
+
+_IN_MESSAGE = frozenset({"method", "path", "status", "latency_ms", "user_agent"})
+
+
+def logging_config(log_format: str, level: str) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for ``identity serve`` (each uvicorn worker applies
+    it): every line through one formatter; uvicorn's access log off, ours replaces it."""
+    formatter = (
+        "identity.logs.JsonFormatter" if log_format == "json" else "identity.logs.TextFormatter"
+    )
+    level = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": {"()": formatter}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["default"], "level": level},
+        "loggers": {
+            "uvicorn": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+            **{name: {"level": "INFO"} for name in _SECRET_DEBUG_LOGGERS},
+        },
+    }
