@@ -1,0 +1,48 @@
+"""The queries of audit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from identity.models import AuditEvent
+
+__all__ = ["add_audit_event", "list_audit_events", "prune_audit_events"]
+
+
+def add_audit_event(session: Session, event: AuditEvent) -> None:
+    session.add(event)
+
+
+def list_audit_events(
+    session: Session,
+    *,
+    subject: str | None = None,
+    client_id: str | None = None,
+    type_prefix: str | None = None,
+    since: datetime | None = None,
+    after_id: int | None = None,
+    limit: int = 100,
+    newest_first: bool = False,
+) -> Sequence[AuditEvent]:
+    order = AuditEvent.id.desc() if newest_first else AuditEvent.id
+    query = select(AuditEvent).order_by(order).limit(limit)
+    if subject is not None:
+        query = query.where(AuditEvent.subject == subject)
+    if client_id is not None:
+        query = query.where(AuditEvent.client_id == client_id)
+    if type_prefix is not None:
+        query = query.where(AuditEvent.type.startswith(type_prefix, autoescape=True))
+    if since is not None:
+        query = query.where(AuditEvent.occurred_at >= since)
+    if after_id is not None:
+        query = query.where(AuditEvent.id > after_id)
+    return session.scalars(query).all()
+
+
+def prune_audit_events(session: Session, before: datetime) -> int:
+    result = session.execute(delete(AuditEvent).where(AuditEvent.occurred_at < before))
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,38 @@
+"""The queries of users."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from identity.models import User
+
+__all__ = ["add_user", "delete_user", "get_user", "get_user_by_email", "list_users"]
+
+
+def get_user(session: Session, user_id: uuid.UUID) -> User | None:
+    return session.get(User, user_id)
+
+
+def get_user_by_email(session: Session, email: str, *, for_update: bool = False) -> User | None:
+    query = select(User).where(User.email == email)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def add_user(session: Session, user: User) -> None:
+    session.add(user)
+    session.flush()
+
+
+def list_users(session: Session, limit: int = 1000) -> Sequence[User]:
+    return session.scalars(select(User).order_by(User.created_at, User.id).limit(limit)).all()
+
+
+def delete_user(session: Session, user: User) -> None:
+    session.delete(user)
+    session.flush()
