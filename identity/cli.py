@@ -7,20 +7,16 @@ import getpass
 import json
 import logging
 import sys
-import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from identity import admin, audit, clients, repositories
 from identity.accounts import AccountError, Accounts
 from identity.config import Settings, SettingsError
 from identity.db import Database, upgrade_schema
 from identity.keys import KeyStore, KeyStoreError
-from identity.models import utcnow
 
 Handler = Callable[[argparse.Namespace, Settings], Any]
 
@@ -245,106 +241,6 @@ def keys_retire(args: argparse.Namespace, settings: Settings) -> None:
     _emit(args, {"removed": removed}, "\n".join(removed) or "no retired key is due for removal")
 
 
-# -- audit ----------------------------------------------------------------------------------
-
-
-def _audit_line(row: dict[str, Any]) -> str:
-    when = datetime.fromisoformat(row["occurred_at"]).isoformat(timespec="seconds")
-    return (
-        f"{when}  {row['type']:<24} {row['outcome']:<8} {row['subject'] or '-':<36}  "
-        f"{row['client_id'] or '-'}  {row['ip'] or '-'}"
-    )
-
-
-def _positive(text: str, option: str, kind: Callable[[str], Any] = int) -> Any:
-    try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or not value > 0:
-        raise CommandError(f"{option} must be a positive number, not {text!r}")
-    return value
-
-
-def _audit_subject(session: Session, user: str) -> str:
-    """Events keep the user id: an email is looked up; an id is taken as it is (the account
-    may be deleted by now, its events are not)."""
-    try:
-        return str(uuid.UUID(user))
-    except ValueError:
-        pass
-    if "@" not in user:
-        raise CommandError(f"no user {user!r}: give a user id or an email")
-    try:
-        return str(admin.find_user(session, user).id)
-    except AccountError:
-        raise CommandError(f"no user {user!r}") from None
-
-
-def _audit_selection(args: argparse.Namespace, session: Session) -> audit.AuditFilter:
-    try:
-        since = audit.parse_since(args.since, utcnow()) if args.since else None
-    except audit.AuditQueryError as error:
-        raise CommandError(f"--since: {error}") from None
-    return audit.AuditFilter(
-        subject=_audit_subject(session, args.user) if args.user else None,
-        client_id=args.client,
-        type_prefix=args.type,
-        since=since,
-    )
-
-
-def audit_list(args: argparse.Namespace, settings: Settings) -> None:
-    limit = _positive(args.limit, "--limit")
-    with _database(settings).transaction() as session:
-        selection = _audit_selection(args, session)
-        rows = [audit.as_dict(event) for event in audit.latest(session, selection, limit)]
-    _emit(args, rows, "\n".join(_audit_line(row) for row in rows) or "no events")
-
-
-def audit_tail(args: argparse.Namespace, settings: Settings) -> None:
-    limit = _positive(args.limit, "--limit")
-    interval = _positive(args.interval, "--interval", float)
-    database = _database(settings)
-
-    def show(row: dict[str, Any]) -> None:
-        print(json.dumps(row, default=str) if args.json else _audit_line(row), flush=True)
-
-    try:
-        with database.transaction() as session:
-            selection = _audit_selection(args, session)
-            rows = [audit.as_dict(event) for event in audit.latest(session, selection, limit)]
-        for row in rows:
-            show(row)
-        after_id = rows[-1]["id"] if rows else None
-        for row in audit.follow(
-            database.transaction, selection, after_id, interval=interval, max_polls=args.max_polls
-        ):
-            show(row)
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how tail ends
-
-
-def audit_prune(args: argparse.Namespace, settings: Settings) -> None:
-    try:
-        older_than = audit.parse_duration(args.older_than)
-        before = audit.ago(older_than, utcnow(), args.older_than)
-    except audit.AuditQueryError as error:
-        raise CommandError(f"--older-than: {error}") from None
-    if older_than < timedelta(days=1) and not args.force:
-        raise CommandError(
-            f"--older-than {args.older_than} would delete events of the last day; "
-            "add --force if that is what you mean"
-        )
-    with _database(settings).transaction() as session:
-        count = audit.prune(session, before, forced=args.force)
-    _emit(
-        args,
-        {"deleted": count, "before": before.isoformat()},
-        f"deleted {count} event(s) from before {before.isoformat(timespec='seconds')}",
-    )
-
-
 # -- the parser -----------------------------------------------------------------------------
 
 
@@ -422,34 +318,9 @@ def _parser() -> argparse.ArgumentParser:
     retire.add_argument("--force", action="store_true", help="even if tokens may still be live")
     retire.set_defaults(handler=keys_retire)
 
-    audit_commands = commands.add_parser("audit", help="the security event log").add_subparsers(
-        dest="action", required=True
-    )
-    audit_filters = argparse.ArgumentParser(add_help=False)
-    audit_filters.add_argument("--user", metavar="ID|EMAIL", help="events about this account")
-    audit_filters.add_argument("--client", metavar="CLIENT_ID", help="events of this client")
-    audit_filters.add_argument("--type", metavar="PREFIX", help="types starting so (login.)")
-    audit_filters.add_argument(
-        "--since", metavar="WHEN", help="an ISO timestamp (UTC if no offset) or 15m, 2h, 7d"
-    )
-    listing = audit_commands.add_parser(
-        "list", parents=[common, audit_filters], help="matching events, oldest first"
-    )
-    listing.add_argument("--limit", default="100", metavar="N", help="the newest N (100)")
-    listing.set_defaults(handler=audit_list)
-    tail = audit_commands.add_parser(
-        "tail", parents=[common, audit_filters], help="the last events, then new ones (Ctrl-C)"
-    )
-    tail.add_argument("--limit", default="20", metavar="N", help="existing events first (20)")
-    tail.add_argument("--interval", default="2", metavar="SECONDS", help="poll every (2)")
-    tail.add_argument("--max-polls", type=int, help=argparse.SUPPRESS)  # for tests
-    tail.set_defaults(handler=audit_tail)
-    prune = audit_commands.add_parser(
-        "prune", parents=[common], help="delete events older than a duration"
-    )
-    prune.add_argument("--older-than", required=True, metavar="DURATION", help="90d, 26w")
-    prune.add_argument("--force", action="store_true", help="even if under one day")
-    prune.set_defaults(handler=audit_prune)
+    from identity.cli_audit import add_audit_commands  # it imports this module's helpers
+
+    add_audit_commands(commands, common)
     return parser
 
 
