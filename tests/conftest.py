@@ -11,6 +11,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import logging
 import os
 import secrets
 import socket
@@ -37,6 +38,52 @@ from identity.keys import KeyStore
 from identity.models import Base
 
 ISSUER = "http://127.0.0.1:8000"
+
+# -- secrets never reach the logs: checked over the whole suite ------------------------------
+
+SECRETS: set[str] = set()
+
+
+def remember_secret(value: str | None) -> None:
+    """A password, client secret, token or code a test used: no log line may contain it."""
+    if value and len(value) >= 6:
+        SECRETS.add(value)
+
+
+class _LogRecorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += logging.Formatter().formatException(record.exc_info)
+        self.lines.append(text)
+
+
+_RECORDER = _LogRecorder()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    logging.getLogger().addHandler(_RECORDER)
+    logging.getLogger("identity").setLevel(logging.DEBUG)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any log line of any test held a secret some test used."""
+    # The tests' own HTTP client and SMTP sink log whole URLs and mails: those are the
+    # caller's logs, not the server's, and are not ours to police.
+    leaks = [
+        line
+        for line in _RECORDER.lines
+        if not line.startswith(("HTTP Request:", "Peer:", "Received message"))
+        for secret in SECRETS
+        if secret in line
+    ]
+    if leaks:
+        print(f"\n{len(leaks)} log line(s) hold a secret a test used, e.g.: {leaks[0][:200]!r}")
+        session.exitstatus = 1
 
 
 def free_port() -> int:
@@ -171,6 +218,7 @@ def make_client(database: Database) -> Callable[..., tuple[str, str | None]]:
         options.setdefault("name", "test client")
         with database.transaction() as session:
             registered = clients.register_client(session, **options)
+            remember_secret(registered.secret)
             return registered.client.client_id, registered.secret
 
     return make

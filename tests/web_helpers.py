@@ -8,9 +8,10 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from .conftest import MailSink
+from .conftest import MailSink, remember_secret
 
 PASSWORD = "tidal-orbit-cactus-42"
+remember_secret(PASSWORD)
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -63,6 +64,7 @@ def link_from(sink: MailSink, email: str, path: str, count: int = 1) -> str:
             and (match := pattern.search(MailSink.text(message)))
         ]
         if len(links) >= count:
+            remember_secret(links[count - 1].split("token=")[1])
             return links[count - 1]
         time.sleep(0.05)
     raise AssertionError(f"no mail to {email} with a link to {path}")

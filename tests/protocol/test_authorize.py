@@ -19,7 +19,7 @@ from identity.config import Settings
 from identity.db import Database
 from identity.models import AuditEvent, AuthorizationCode, Consent
 
-from ..conftest import ISSUER
+from ..conftest import ISSUER, remember_secret
 from ..web_helpers import PASSWORD, Browser, csrf_of
 
 CALLBACK = "https://app.example.com/callback"
@@ -117,10 +117,18 @@ def callback_params(response: Any) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
+def _remember_tokens(response: Any) -> Any:
+    if response.status_code == 200:
+        for name in ("access_token", "refresh_token", "id_token"):
+            remember_secret(response.json().get(name))
+    return response
+
+
 def exchange(
     http: TestClient, flow: Flow, code: str, secret: str, verifier: str | None = None
 ) -> Any:
-    return http.post(
+    remember_secret(code)
+    response = http.post(
         "/oauth2/token",
         data={
             "grant_type": "authorization_code",
@@ -130,6 +138,7 @@ def exchange(
         },
         auth=(flow.client_id, secret),
     )
+    return _remember_tokens(response)
 
 
 def test_code_flow_gives_tokens_an_id_token_and_userinfo(
