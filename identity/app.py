@@ -128,10 +128,17 @@ async def readyz(request: Request) -> Response:
             checks["redis"] = "ok"
         except redis.RedisError:
             checks["redis"] = "down"
-    ready = all(value == "ok" for value in checks.values())
+    # The database is required. Redis is not: without it limiters count in this process and
+    # the denylist is read from the database, so the instance still serves, only degraded.
+    if checks["database"] != "ok":
+        status, code = "unavailable", 503
+    elif checks.get("redis", "ok") != "ok":
+        status, code = "degraded", 200
+    else:
+        status, code = "ready", 200
     return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        status_code=200 if ready else 503,
+        {"status": status, "checks": checks},
+        status_code=code,
         headers={"Cache-Control": "no-store"},
     )
 

@@ -44,13 +44,16 @@ def test_database_down_makes_the_token_endpoint_503_not_500(
     assert "retry-after" in response.headers
 
 
-def test_readyz_is_503_when_redis_is_unreachable(
+def test_readyz_is_degraded_but_200_when_redis_is_unreachable(
     app_for: Callable[[Settings], TestClient], settings_for: Callable[..., Settings]
 ) -> None:
+    # Without Redis the service still works (in-process limits, denylist from the database).
     http = app_for(settings_for(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     response = http.get("/readyz")
-    assert response.status_code == 503
+    assert response.status_code == 200
+    assert response.json()["status"] == "degraded"
     assert response.json()["checks"]["redis"] == "down"
+    assert response.json()["checks"]["database"] == "ok"
 
 
 def test_discovery_lists_only_what_is_supported(http: TestClient) -> None:
