@@ -6,6 +6,10 @@ as a short pipeline: read the body (capped), then one threadpool hop and one tra
 which the bearer token is checked (signature, ``aud``, denylist, user, scope), the body
 parsed (415 unless JSON, 400 with field errors unless valid) and the handler called. Every
 error is RFC 9457 ``application/problem+json``; bad input is never a 500.
+
+Operations take one of two bearer tokens, both with ``aud`` ``{issuer}/api/v1``: a user's
+with the ``account`` scope, or (``admin=True``) a client's own from the client_credentials
+grant with the ``admin`` scope. Neither passes for the other.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
-from identity import api_accounts, api_me, repositories
+from identity import api_accounts, api_admin, api_me, repositories
 from identity.accounts import AccountError, Accounts
 from identity.api_calls import ApiCall, Reply, Result
 from identity.api_models import (
@@ -34,6 +38,8 @@ from identity.api_models import (
     AccountEvents,
     AccountSessions,
     AccountStatus,
+    AdminAuditEvents,
+    AdminAuditQuery,
     ChangePasswordRequest,
     EmailRequest,
     EventsQuery,
@@ -60,6 +66,8 @@ from identity.protocol.tokens import InvalidToken, read_access_token
 from identity.security import request_context
 
 PREFIX = "/api/v1"
+# The scope of the operator endpoints (``/api/v1/admin``), on a client_credentials token.
+ADMIN_SCOPE = "admin"
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -69,7 +77,8 @@ class Operation:
 
     ``errors`` lists every error status the operation can answer (401 is implied by
     ``auth``); ``query`` models the query string; ``other_successes`` lists success answers
-    besides ``status`` (status, body model)."""
+    besides ``status`` (status, body model). ``auth`` asks for a user's bearer token with
+    the ``account`` scope; with ``admin`` too, for a client's own token with ``admin``."""
 
     method: str
     path: str
@@ -82,6 +91,11 @@ class Operation:
     handler: Callable[[ApiCall], Result] = field(repr=False, compare=False)
     query: type[BaseModel] | None = None
     other_successes: tuple[tuple[int, type[BaseModel] | None], ...] = ()
+    admin: bool = False
+
+    def __post_init__(self) -> None:
+        if self.admin and not self.auth:
+            raise ValueError(f"{self.method} {self.path}: an admin operation needs auth")
 
 
 _BODY = (400, 413, 415)  # a JSON body: invalid, too large, not JSON
@@ -164,6 +178,11 @@ OPERATIONS: tuple[Operation, ...] = (
         None, AccountEvents, 200, (*_BEARER, 400, *_DOWN), True,
         api_me.list_events, query=EventsQuery,
     ),
+    Operation(
+        "GET", f"{PREFIX}/admin/audit", "Audit events, oldest first (client token, scope admin)",
+        None, AdminAuditEvents, 200, (*_BEARER, 400, *_DOWN), True,
+        api_admin.list_audit, query=AdminAuditQuery, admin=True,
+    ),
 )  # fmt: skip
 
 
@@ -181,9 +200,13 @@ def _bearer_token(headers: Headers) -> str:
     return token
 
 
-def _authenticate(call: ApiCall, token: str, settings: Settings) -> None:
-    """Validate as a resource server would, then the denylist, the user and the scope."""
-    invalid = unauthenticated("invalid_token", "The access token is invalid or has expired.")
+def _invalid_token() -> Problem:
+    return unauthenticated("invalid_token", "The access token is invalid or has expired.")
+
+
+def _token_claims(call: ApiCall, token: str, settings: Settings) -> dict[str, Any]:
+    """The claims of a token valid as a resource server checks it (alg, typ, kid, iss, exp,
+    ``aud`` the API's) and not on the denylist."""
     try:
         claims = read_access_token(
             token,
@@ -192,9 +215,16 @@ def _authenticate(call: ApiCall, token: str, settings: Settings) -> None:
             audience=account_audience(settings.issuer),
         )
     except InvalidToken:
-        raise invalid from None
+        raise _invalid_token() from None
     if call.oauth.denylist.is_revoked(claims["jti"], call.db):
         raise unauthenticated("invalid_token", "The access token has been revoked.")
+    return claims
+
+
+def _authenticate(call: ApiCall, token: str, settings: Settings) -> None:
+    """Validate as a resource server would, then the denylist, the user and the scope."""
+    invalid = _invalid_token()
+    claims = _token_claims(call, token, settings)
     subject = claims.get("sub")
     try:
         user_id = uuid.UUID(subject) if isinstance(subject, str) else None
@@ -206,6 +236,23 @@ def _authenticate(call: ApiCall, token: str, settings: Settings) -> None:
     if ACCOUNT_SCOPE not in str(claims.get("scope", "")).split():
         raise insufficient_scope(ACCOUNT_SCOPE)
     call.user, call.claims = user, claims
+
+
+def _authenticate_admin(call: ApiCall, token: str, settings: Settings) -> None:
+    """A client's own token (client_credentials: ``sub`` is the client), from a client that
+    still exists and is still registered for ``admin``, with the ``admin`` scope. A user's
+    token never passes, whatever its scope."""
+    claims = _token_claims(call, token, settings)
+    client_id = claims["client_id"]
+    if claims.get("sub") != client_id:
+        raise insufficient_scope(ADMIN_SCOPE)  # a user's token
+    client = repositories.get_client(call.db, client_id)
+    if client is None:
+        raise _invalid_token()
+    granted = str(claims.get("scope", "")).split()
+    if ADMIN_SCOPE not in granted or not client.has_scope(ADMIN_SCOPE):
+        raise insufficient_scope(ADMIN_SCOPE)
+    call.claims = claims
 
 
 def _allows_empty(model: type[BaseModel]) -> bool:
@@ -266,7 +313,9 @@ async def _handle(request: Request, operation: Operation, settings: Settings) ->
     def run() -> Response:
         with accounts.database.transaction() as db:
             call = ApiCall(db, accounts, oauth, context, path=dict(request.path_params))
-            if operation.auth:
+            if operation.admin:
+                _authenticate_admin(call, token, settings)
+            elif operation.auth:
                 _authenticate(call, token, settings)
             if operation.request is not None:
                 call.body = _parse_body(operation.request, content_type, raw)

@@ -30,6 +30,7 @@ from identity.protocol.tokens import Authentication
 # The scope of the JSON account API (``/api/v1``): first-party clients only, and a user
 # grant that carries it gets the API's audience too.
 ACCOUNT_SCOPE = "account"
+ADMIN_SCOPE = "admin"  # the operators' audit API: client-credentials tokens only
 
 
 def account_audience(issuer: str) -> str:
@@ -41,10 +42,14 @@ def _with_account_audience(
     audience: list[str], scope: str | None, user: Any, issuer: str, client_id: str
 ) -> list[str]:
     """``audience`` with the account API's added exactly when a user's token carries the
-    ``account`` scope (a narrowed refresh or a client's own resource list never keeps it)."""
+    ``account`` scope, or kept for a client's own token with the ``admin`` scope that the
+    operator registered for the API (``--scope admin --audience {issuer}/api/v1``)."""
     api = account_audience(issuer)
+    scopes = (scope or "").split()
     kept = [value for value in audience if value != api]
-    if user is not None and ACCOUNT_SCOPE in (scope or "").split():
+    for_user = user is not None and ACCOUNT_SCOPE in scopes
+    for_operator = user is None and ADMIN_SCOPE in scopes and api in audience
+    if for_user or for_operator:
         kept.append(api)
     return kept or [client_id]
 
