@@ -1,0 +1,81 @@
+"""``python -m bench``: building blocks, ceilings and identity's endpoints under wrk."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import micro
+from bench.report import format_comparison, format_table, write_results
+from bench.runner import Options, run
+from bench.wrk import ensure_wrk
+from identity.config import Settings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seconds", type=int, default=5, help="per wrk run and per building block")
+    parser.add_argument("--embedded", action="store_true", help="SQLite and no Redis")
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE, help="PostgreSQL server")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--compare", type=Path, metavar="OLD.json", help="an earlier result")
+    return parser
+
+
+def _building_blocks(seconds: int) -> dict[str, Any]:
+    settings = Settings.from_env()
+    signs = micro.rs256_signs_per_second(seconds)
+    verifies = micro.argon2_verifies_per_second(settings, seconds)
+    print(f"RS256 signs/s, one core:      {signs:,.0f}")
+    print(
+        f"argon2id verifies/s, one core: {verifies:,.1f} (m={settings.argon2_memory_kib} KiB, "
+        f"t={settings.argon2_time_cost}, p={settings.argon2_parallelism})"
+    )
+    return {
+        "rs256_signs_per_second": signs,
+        "argon2id_verifies_per_second": verifies,
+        "argon2": {
+            "memory_kib": settings.argon2_memory_kib,
+            "time_cost": settings.argon2_time_cost,
+            "parallelism": settings.argon2_parallelism,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    old = json.loads(args.compare.read_text()) if args.compare else None
+    ensure_wrk()
+    started = datetime.now(UTC)
+    blocks = _building_blocks(args.seconds)
+    options = Options(args.workers, args.seconds, args.embedded, args.database_url, args.redis_url)
+    rows = run(options)
+    print()
+    print(format_table(rows))
+    meta = {
+        "timestamp": started.isoformat(timespec="seconds"),
+        "mode": "embedded" if args.embedded else "postgresql+redis",
+        "workers": args.workers,
+        "seconds": args.seconds,
+        "cpu_count": os.cpu_count(),
+        "building_blocks": blocks,
+    }
+    path = write_results(RESULTS, started.strftime("%Y%m%dT%H%M%SZ"), meta, rows)
+    print(f"\nwritten to {path}")
+    if old is not None:
+        print()
+        print(format_comparison(old, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
