@@ -524,3 +524,53 @@ def test_sign_out_everywhere_ends_this_session_too(visitor: Browser, mail_sink: 
     visitor.login("all@example.com")
     assert visitor.submit("/account", "/account/sessions/revoke-all").status_code == 200
     assert visitor.http.get("/account", follow_redirects=False).status_code == 303
+
+
+def test_session_ends_after_its_idle_timeout(
+    app_for: Callable[[Settings], TestClient],
+    settings_for: Callable[..., Settings],
+    mail_sink: MailSink,
+) -> None:
+    visitor = Browser(app_for(settings_for(smtp_url=mail_sink.url, session_idle_seconds=1)))
+    registered(visitor, mail_sink, "idle@example.com")
+    visitor.login("idle@example.com")
+    assert visitor.http.get("/account", follow_redirects=False).status_code == 200
+    time.sleep(1.3)
+    assert visitor.http.get("/account", follow_redirects=False).status_code == 303
+
+
+def test_session_ends_at_its_absolute_timeout_even_when_used(
+    app_for: Callable[[Settings], TestClient],
+    settings_for: Callable[..., Settings],
+    mail_sink: MailSink,
+    database: Database,
+) -> None:
+    settings = settings_for(smtp_url=mail_sink.url, session_max_seconds=2)
+    visitor = Browser(app_for(settings))
+    registered(visitor, mail_sink, "max@example.com")
+    visitor.login("max@example.com")
+    kept = visitor.http.cookies.get("identity_session")
+    for _ in range(3):  # used all along: only the absolute limit can end it
+        assert visitor.http.get("/account", follow_redirects=False).status_code == 200
+        time.sleep(0.5)
+    time.sleep(0.8)
+    # The browser drops the cookie at its Max-Age; a kept copy must not work either.
+    visitor.http.cookies.set("identity_session", kept or "")
+    assert visitor.http.get("/account", follow_redirects=False).status_code == 303
+    with database.transaction() as session:
+        live = session.scalars(select(BrowserSession).where(BrowserSession.user_id.is_not(None)))
+        assert live.all() == []  # deleted on sight
+
+
+def test_mail_links_come_from_the_issuer_not_the_host_header(
+    visitor: Browser, mail_sink: MailSink
+) -> None:
+    token = csrf_of(visitor.http.get("/signup").text)
+    visitor.http.post(
+        "/signup",
+        data={"csrf_token": token, "email": "host@example.com", "name": "H", "password": PASSWORD},
+        headers={"host": "evil.example.com"},
+    )
+    text = MailSink.text(mail_sink.wait_for("host@example.com")[0])
+    assert "evil.example.com" not in text
+    assert "http://127.0.0.1:8000/verify-email?token=" in text
