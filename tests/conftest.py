@@ -337,3 +337,24 @@ def mail_sink() -> Iterator[MailSink]:
 
 
 _wait_until_up = wait_until_up  # the older name, still used by some tests
+
+
+@pytest.fixture
+def env(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    """The environment an ``identity`` command reads, pointed at the test database."""
+    monkeypatch.setenv("IDENTITY_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("IDENTITY_KEYS_DIR", str(tmp_path / "keys"))
+    monkeypatch.setenv("IDENTITY_MIGRATE_ON_START", "0")
+    for name in ("TIME_COST", "MEMORY_KIB", "PARALLELISM"):
+        monkeypatch.setenv(f"IDENTITY_ARGON2_{name}", "8" if name == "MEMORY_KIB" else "1")
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run the ``identity`` command in this process: (exit code, stdout, stderr)."""
+    from identity.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err

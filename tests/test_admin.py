@@ -4,36 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from identity.cli import main
 from identity.config import Settings
 from identity.db import Database
 from identity.models import AuditEvent, BrowserSession, User
 from identity.profile import describe_user_agent
 
+from .conftest import run_main as _run
 from .web_helpers import PASSWORD, Browser
-
-
-@pytest.fixture
-def env(
-    monkeypatch: pytest.MonkeyPatch, settings: Settings, database: Database, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("IDENTITY_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("IDENTITY_KEYS_DIR", str(tmp_path / "keys"))
-    monkeypatch.setenv("IDENTITY_MIGRATE_ON_START", "0")
-    for name in ("TIME_COST", "MEMORY_KIB", "PARALLELISM"):
-        monkeypatch.setenv(f"IDENTITY_ARGON2_{name}", "8" if name == "MEMORY_KIB" else "1")
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_users_create_list_show(env: None, capsys: pytest.CaptureFixture[str]) -> None:

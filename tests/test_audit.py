@@ -19,35 +19,18 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from identity import audit
-from identity.cli import main
 from identity.config import Settings
 from identity.db import Database
 from identity.models import AuditEvent, User
 
 from .conftest import MailSink
+from .conftest import run_main as _run
 from .web_helpers import PASSWORD, Browser, code_from, csrf_of, link_from
 
 SECOND_PASSWORD = "amber-quartz-lantern-17"
 THIRD_PASSWORD = "mossy-violin-harbor-88"
 ADA = uuid.UUID("11111111-1111-4111-8111-111111111111")
 BOB = uuid.UUID("22222222-2222-4222-8222-222222222222")
-
-
-@pytest.fixture
-def env(
-    monkeypatch: pytest.MonkeyPatch, settings: Settings, database: Database, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("IDENTITY_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("IDENTITY_KEYS_DIR", str(tmp_path / "keys"))
-    monkeypatch.setenv("IDENTITY_MIGRATE_ON_START", "0")
-    for name in ("TIME_COST", "MEMORY_KIB", "PARALLELISM"):
-        monkeypatch.setenv(f"IDENTITY_ARGON2_{name}", "8" if name == "MEMORY_KIB" else "1")
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _listed(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, Any]]:

@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from identity.cli import main
-from identity.config import Settings
-from identity.db import Database
 
-
-@pytest.fixture
-def env(
-    monkeypatch: pytest.MonkeyPatch, settings: Settings, database: Database, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("IDENTITY_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("IDENTITY_KEYS_DIR", str(tmp_path / "keys"))
-    monkeypatch.setenv("IDENTITY_MIGRATE_ON_START", "0")
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from .conftest import run_main as _run
 
 
 def test_clients_create_prints_the_secret_once(
