@@ -228,7 +228,9 @@ def keys_rotate(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def keys_retire(args: argparse.Namespace, settings: Settings) -> None:
-    removed = _keys(settings).retire(args.kid, force=args.force)
+    store = _keys(settings)
+    store.ensure()  # as list and rotate do: a fresh folder gets its keys, not a traceback
+    removed = store.retire(args.kid, force=args.force)
     if removed:
         with _database(settings).transaction() as session:
             audit.record(
@@ -324,8 +326,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose values may start with "-": a kid is an RFC 7638 thumbprint in base64url, and
+# argparse reads "--kid -AbC" as two options (1 key in 64 starts with a dash).
+_DASHED_VALUES = ("--kid",)
+
+
+def _join_dashed_values(argv: Sequence[str]) -> list[str]:
+    """``--kid VALUE`` as ``--kid=VALUE``, which argparse takes whatever VALUE starts with."""
+    joined: list[str] = []
+    pending: str | None = None
+    for word in argv:
+        if pending is not None:
+            joined.append(f"{pending}={word}")
+            pending = None
+        elif word in _DASHED_VALUES:
+            pending = word
+        else:
+            joined.append(word)
+    if pending is not None:
+        joined.append(pending)  # argparse reports the missing value
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_join_dashed_values(sys.argv[1:] if argv is None else argv))
     try:
         settings = Settings.from_env()
         # Commands other than serve keep stderr for warnings, so --json output stays clean.

@@ -80,6 +80,15 @@ def normalise_scope(scope: str | Iterable[str]) -> str:
     return " ".join(dict.fromkeys(tokens))
 
 
+def new_client_id() -> str:
+    """144 random bits, URL-safe, never starting with "-": the id is typed on command lines,
+    where a leading dash reads as an option (a 1-in-64 chance with plain token_urlsafe)."""
+    while True:
+        client_id = secrets.token_urlsafe(18)
+        if not client_id.startswith("-"):
+            return client_id
+
+
 def register_client(
     session: Session,
     *,
@@ -117,7 +126,7 @@ def register_client(
         raise ClientRegistrationError("authorization_code needs at least one --redirect-uri")
     secret = None if public else secrets.token_urlsafe(32)  # 256 bits
     client = Client(
-        client_id=secrets.token_urlsafe(18),
+        client_id=new_client_id(),
         name=name,
         secret_digest=None if secret is None else secret_digest(secret),
         redirect_uris=uris,

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from identity.cli import main
+from identity.clients import new_client_id
 
 from .conftest import run_main as _run
 
@@ -93,6 +94,18 @@ def test_keys_retire_refuses_a_key_that_may_still_verify(
     assert code == 2 and "--force" in err
 
 
+@pytest.mark.parametrize("form", ["separate", "joined"])
+def test_keys_retire_takes_a_kid_that_starts_with_a_dash(
+    env: None, capsys: pytest.CaptureFixture[str], form: str
+) -> None:
+    # Thumbprints are base64url: one key in 64 has a kid that looks like an option.
+    kid = "-BlWXOzZjLL8BaDeDHOECE8Ko_ozYAzQenrTdMPUx5w"
+    words = ["--kid", kid] if form == "separate" else [f"--kid={kid}"]
+    code, _, err = _run(capsys, "keys", "retire", *words)
+    assert code == 2 and kid in err  # an unknown key, named: not an argparse usage error
+    assert "expected one argument" not in err
+
+
 def test_bad_setting_is_a_one_line_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -105,3 +118,9 @@ def test_unknown_option_exits_non_zero(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as exit_info:
         main(["clients", "create", "--nmae", "x"])
     assert exit_info.value.code == 2
+
+
+def test_client_ids_never_start_with_a_dash_so_the_cli_can_take_them() -> None:
+    ids = [new_client_id() for _ in range(2000)]  # ~31 would start with "-" by chance
+    assert not [i for i in ids if i.startswith("-")]
+    assert len(set(ids)) == len(ids) and all(len(i) == 24 for i in ids)
