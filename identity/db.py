@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +13,15 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+
+# A pooled connection unused for longer than this is pinged before it is handed out. Pinging
+# every checkout (pool_pre_ping) costs a round trip per transaction; a connection that was
+# busy a moment ago is almost always alive, and if a restart killed it anyway, the request
+# answers 503 once, the pool is invalidated and the next request reconnects.
+IDLE_PING_SECONDS = 5.0
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -33,16 +42,34 @@ def create_database_engine(url: str, pool_size: int = 5) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
-    # pre_ping lets the pool drop connections a database restart killed, so the
-    # server recovers without a restart of its own.
-    return create_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
-        pool_recycle=1800,
-        pool_timeout=10,
+    # max_overflow leaves room for the second, short transaction some calls open while
+    # they hold one (an audit record of a failure that must survive the rollback).
+    engine = create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, pool_timeout=10
     )
+    event.listen(engine, "checkout", _ping_if_idle)
+    event.listen(engine, "checkin", _mark_used)
+    return engine
+
+
+def _ping_if_idle(
+    dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+) -> None:
+    """Drop a connection that sat idle and no longer answers, so the pool makes a new one
+    (a database restart or an idle timeout killed it) and the server recovers by itself."""
+    if time.monotonic() - record.info.get("used_at", 0.0) < IDLE_PING_SECONDS:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+        dbapi_connection.rollback()
+    except Exception as error:  # any driver error here means "this connection is gone"
+        raise DisconnectionError(str(error)) from error
+
+
+def _mark_used(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info["used_at"] = time.monotonic()
 
 
 class Database:

@@ -155,6 +155,9 @@ def test_database_down_is_503_with_retry_after_and_the_same_app_recovers(
     assert ready.json()["checks"]["database"] == "down"
 
     running_pg.start()  # same data folder, same port; the app is not restarted
+    # The test's own pool held connections the restart killed; the app's recovery is
+    # what is under test, not this helper's.
+    db.engine.dispose()
     assert http.get("/readyz").status_code == 200
     assert _client_credentials(http, client).status_code == 200
     assert browser.signup(email).status_code == 303
@@ -184,6 +187,7 @@ def test_connections_killed_between_requests_never_give_a_500(
         assert response.status_code == 200, response.text
         revoked.append(pyjwt.decode(token, options={"verify_signature": False})["jti"])
         assert http.get("/readyz").status_code == 200
+    db.engine.dispose()  # the terminations killed this helper's pooled connection too
     with db.transaction() as session:
         stored = session.scalars(select(RevokedToken.jti).where(RevokedToken.jti.in_(revoked)))
         assert sorted(stored) == sorted(revoked)
@@ -232,6 +236,7 @@ def test_code_exchange_with_the_database_down_leaves_the_code_usable(
     running_pg.stop()
     _assert_503(exchange(http, flow, code, secret))
     running_pg.start()
+    db.engine.dispose()  # this helper's pooled connection died with the server
 
     assert _code_state(db, flow.client_id) == (False, [], 0)
     retried = exchange(http, flow, code, secret)
