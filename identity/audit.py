@@ -54,14 +54,16 @@ def record(
     subject: str | None = None,
     client_id: str | None = None,
     detail: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """Add an audit event to ``session``; it commits or rolls back with the change it records."""
+) -> int:
+    """Add an audit event to ``session``; it commits or rolls back with the change it records.
+    Returns the event's id."""
     detail = dict(detail or {})
     leaked = _SECRET_KEYS.intersection(detail)
     if leaked:
         raise ValueError(f"audit detail must not carry secrets: {sorted(leaked)}")
     context = context or RequestContext()
-    event = AuditEvent(
+    return repositories.add_audit_event(
+        session,
         type=type,
         outcome=outcome,
         actor=_clip(actor, 128),
@@ -71,8 +73,6 @@ def record(
         user_agent=_clip(context.user_agent, 512),
         detail=detail,
     )
-    repositories.add_audit_event(session, event)
-    return event
 
 
 def _clip(value: str | None, length: int) -> str | None:

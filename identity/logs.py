@@ -12,8 +12,8 @@ import ipaddress
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -110,7 +110,7 @@ class RequestLogMiddleware:
             offered = Headers(scope=scope).get("x-request-id", "")
             if _REQUEST_ID.fullmatch(offered):
                 return offered
-        return uuid.uuid4().hex
+        return secrets.token_hex(16)  # as random as uuid4().hex, without building a UUID
 
     def _log(
         self, scope: Scope, root_path: str, current: _Request, status: int, started: float

@@ -111,9 +111,21 @@ def count_mail_failure() -> None:
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
     """One answered HTTP request."""
     method = method if method in _METHODS else "other"  # the method is the client's to choose
-    metrics = _metrics()
-    metrics.requests.labels(route=route, method=method, status=str(status)).inc()
-    metrics.duration.labels(route=route, method=method).observe(seconds)
+    children = _request_children.get((route, method, status))
+    if children is None:
+        # labels() hashes and locks on every call; routes are templates and statuses few,
+        # so the children are kept (this is on every request's path).
+        metrics = _metrics()
+        children = (
+            metrics.requests.labels(route=route, method=method, status=str(status)),
+            metrics.duration.labels(route=route, method=method),
+        )
+        _request_children[(route, method, status)] = children
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+_request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 
 # -- requests --------------------------------------------------------------------------------

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -67,6 +67,13 @@ _HTML_CSP = (
     "frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 _API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
+_HTTP_HEADERS = tuple((name.encode(), value.encode()) for name, value in _COMMON_HEADERS)
+_HTTPS_HEADERS = (
+    *_HTTP_HEADERS,
+    (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
+)
+_HTML_CSP_HEADER = (b"content-security-policy", _HTML_CSP.encode())
+_API_CSP_HEADER = (b"content-security-policy", _API_CSP.encode())
 
 
 class SecurityHeadersMiddleware:
@@ -83,18 +90,28 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in _COMMON_HEADERS:
-                    headers.setdefault(name, value)
-                is_html = headers.get("content-type", "").startswith("text/html")
-                headers.setdefault("content-security-policy", _HTML_CSP if is_html else _API_CSP)
-                if self.https:
-                    headers.setdefault(
-                        "strict-transport-security", "max-age=63072000; includeSubDomains"
-                    )
+                message["headers"] = self._with_security_headers(message.get("headers", []))
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    def _with_security_headers(
+        self, raw: Iterable[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """The response's headers plus each security header it does not set itself (raw
+        tuples in one pass: this runs on every response)."""
+        headers = list(raw)
+        present = {name.lower() for name, _ in headers}
+        is_html = any(
+            name.lower() == b"content-type" and value.startswith(b"text/html")
+            for name, value in headers
+        )
+        extra = _HTTPS_HEADERS if self.https else _HTTP_HEADERS
+        csp = _HTML_CSP_HEADER if is_html else _API_CSP_HEADER
+        for name, value in (*extra, csp):
+            if name not in present:
+                headers.append((name, value))
+        return headers
 
 
 def client_ip(request: Request, trusted_proxies: Sequence[Network]) -> str | None:

@@ -87,13 +87,13 @@ def _record(
     age: timedelta | None = None,
 ) -> int:
     with database.transaction() as session:
-        event = audit.record(
+        event_id = audit.record(
             session, type, subject=subject, client_id=client_id, detail={"n": type}
         )
         if age is not None:
+            event = session.get_one(AuditEvent, event_id)
             event.occurred_at = utcnow() - age
-        session.flush()
-        return event.id
+        return event_id
 
 
 def _all_ids(database: Database) -> list[int]:
