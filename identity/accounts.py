@@ -24,6 +24,7 @@ from identity.audit import RequestContext
 from identity.config import Settings, SettingsError
 from identity.db import Database
 from identity.limits import DEFAULT_LIMITS, RateLimiter, parse_overrides
+from identity.loop_redis import LoopRedis
 from identity.mail import Mailer
 from identity.models import User, VerificationChallenge, secret_digest, utcnow
 from identity.passwords import PasswordHasher, PasswordPolicyError, check_policy
@@ -123,7 +124,11 @@ class Accounts:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, database: Database, redis_client: redis.Redis | None
+        cls,
+        settings: Settings,
+        database: Database,
+        redis_client: redis.Redis | None,
+        loop_redis: LoopRedis | None = None,
     ) -> Accounts:
         """The services as the settings configure them."""
         try:
@@ -137,7 +142,7 @@ class Accounts:
                 settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
             ),
             mailer=Mailer(settings, TEMPLATES_DIR),
-            limiter=RateLimiter(limits, redis_client, settings.redis_prefix),
+            limiter=RateLimiter(limits, redis_client, settings.redis_prefix, loop_redis=loop_redis),
         )
 
     def now(self) -> datetime:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -61,6 +60,7 @@ from identity.api_problems import (
     unauthenticated,
 )
 from identity.config import Settings
+from identity.lanes import Lanes, carries_password
 from identity.protocol.grants import ACCOUNT_SCOPE, account_audience
 from identity.protocol.tokens import InvalidToken, read_access_token
 from identity.security import request_context
@@ -324,7 +324,8 @@ async def _handle(request: Request, operation: Operation, settings: Settings) ->
             return _success(operation, operation.handler(call))
 
     try:
-        return await run_in_threadpool(run)
+        lanes: Lanes = request.app.state.lanes
+        return await lanes.run(run, password=carries_password(raw))
     except Problem as problem:
         return problem.response()
     except AccountError as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ from identity.db import Database
 from identity.denylist import Denylist
 from identity.keys import KeyStore
 from identity.logs import RequestLogMiddleware
+from identity.loop_redis import LoopRedis
 from identity.mail import OutboxSender
 from identity.metrics import RequestMetricsMiddleware, metrics_endpoint
 from identity.openapi import openapi_routes
@@ -164,23 +166,26 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if settings.insecure_http:
         # Authlib refuses plain-http URIs unless this is set; only this setting may set it.
         os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"
-    database = Database(settings.database_url, settings.db_pool_size)
+    # One connection for each thread of both lanes (identity.lanes).
+    database = Database(settings.database_url, settings.db_pool_size + settings.password_threads)
     redis_client = _redis_client(settings)
+    loop_redis = LoopRedis(settings.redis_url) if settings.redis_url else None
     keys = KeyStore(
         settings.keys_dir,
         max_token_ttl=settings.max_token_ttl,
         reload_seconds=settings.keys_reload_seconds,
     )
     issuer = AccessTokenIssuer(settings.issuer, keys, settings.access_token_ttl)
-    denylist = Denylist(database, redis_client, settings.redis_prefix)
+    denylist = Denylist(database, redis_client, settings.redis_prefix, loop_redis)
     oauth = protocol.build_server(settings, database, issuer, denylist)
-    accounts = Accounts.from_settings(settings, database, redis_client)
+    accounts = Accounts.from_settings(settings, database, redis_client, loop_redis)
     oauth.accounts = accounts  # the password grant logs in through the same rules
     accounts.refresh_tokens = oauth.refresh_tokens  # logout-everywhere, resets, disabling
     sender = OutboxSender(database, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        oauth.lanes.configure()
         keys.ensure()  # safe when several workers start at once (file lock)
         keys.ring()
         settings.log_unsafe_defaults()
@@ -195,15 +200,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
             pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pruner
+            oauth.lanes.close()
             database.dispose()
             if redis_client is not None:
                 redis_client.close()
+            if loop_redis is not None:
+                await loop_redis.close()
 
     routes = [
+        *protocol_routes(settings),  # first: the hot paths (see protocol_routes)
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        *protocol_routes(settings),
         *authorize_routes(),
         *end_session_routes(),
         *signin_routes(),
@@ -234,7 +242,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.database = database
     app.state.redis = redis_client
     app.state.oauth = oauth
+    app.state.lanes = oauth.lanes
     app.state.discovery = metadata(settings.issuer, protocol.grant_types(settings))
+    app.state.discovery_body = json.dumps(app.state.discovery, separators=(",", ":")).encode()
     app.state.accounts = accounts
     app.state.limiter = accounts.limiter
     app.state.session_policy = SessionPolicy(

@@ -12,12 +12,14 @@ import contextlib
 import logging
 import threading
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from sqlalchemy.orm import Session
 
 from identity import repositories
 from identity.db import Database
+from identity.loop_redis import LoopRedis
 
 log = logging.getLogger("identity.denylist")
 
@@ -28,9 +30,16 @@ _MARKER_TTL_SECONDS = 600
 class Denylist:
     """Revoke a jti, ask whether a jti is revoked."""
 
-    def __init__(self, database: Database, client: redis.Redis | None, prefix: str) -> None:
+    def __init__(
+        self,
+        database: Database,
+        client: redis.Redis | None,
+        prefix: str,
+        loop_redis: LoopRedis | None = None,
+    ) -> None:
         self._database = database
         self._redis = client
+        self._loop_redis = loop_redis
         self._key_prefix = prefix + "denylist:"
         self._marker = prefix + "denylist-synced"
         self._needs_resync = client is not None
@@ -71,6 +80,43 @@ class Denylist:
             return repositories.is_token_revoked(session, jti)
         with self._database.transaction() as own_session:
             return repositories.is_token_revoked(own_session, jti)
+
+    def reads_for(self, jti: str) -> list[tuple[str, ...]] | None:
+        """The Redis reads that answer "is ``jti`` revoked?" from the event loop, for a
+        caller's round trip; None when only the database can answer (no Redis, or Redis not
+        known to be whole): the caller then asks ``is_revoked`` in a thread."""
+        if self._loop_redis is None or self._needs_resync:
+            return None
+        return [("EXISTS", self._marker), ("EXISTS", self._key_prefix + jti)]
+
+    def answer(self, answers: list[Any] | None) -> bool | None:
+        """The verdict from the answers to ``reads_for``'s reads (None: Redis did not
+        answer, or is not whole any more: ask ``is_revoked``)."""
+        if answers is None:
+            self._needs_resync = True
+            return None
+        synced, listed = answers
+        if listed:
+            return True
+        if synced:
+            return False
+        self._needs_resync = True
+        return None
+
+    async def is_revoked_in_loop(self, jti: str) -> bool | None:
+        """``is_revoked`` from the event loop, when Redis can answer it; else None."""
+        reads = self.reads_for(jti)
+        if reads is None or self._loop_redis is None:
+            return None
+        pipeline = self._loop_redis.client().pipeline(transaction=False)
+        for command in reads:
+            pipeline.execute_command(*command)
+        try:
+            answers: list[Any] | None = await pipeline.execute()
+        except redis.RedisError as error:
+            log.warning("denylist check in Redis failed, checking the database: %s", error)
+            answers = None
+        return self.answer(answers)
 
     def _resync(self) -> bool:
         """Copy the live denylist from the database into Redis; True when Redis is whole again."""

@@ -13,10 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
+import redis.asyncio
 
 from identity import metrics
+from identity.loop_redis import LoopRedis
 
 log = logging.getLogger("identity.limits")
 
@@ -112,6 +115,23 @@ def _cap_ms(limit: Limit) -> int:
     return max(limit.seconds, _MAX_BLOCK_SECONDS) * 1000
 
 
+def _script_input(limit: Limit, base: str) -> tuple[list[str], list[int]]:
+    """KEYS and ARGV of the hit script for one (limit, key)."""
+    keys = [base, base + ":block", base + ":strikes"]
+    return keys, [limit.attempts, limit.seconds * 1000, _cap_ms(limit)]
+
+
+def _counted(name: str, allowed: int, retry_ms: int) -> Decision:
+    """The script's answer as a decision, a refusal counted in the metrics."""
+    return _counted_decision(name, _ALLOWED if allowed else _denied(int(retry_ms) / 1000))
+
+
+def _counted_decision(name: str, decision: Decision) -> Decision:
+    if not decision.allowed:
+        metrics.count_rate_limited(name)
+    return decision
+
+
 @dataclass
 class _Entry:
     count: int = 0
@@ -133,9 +153,11 @@ class RateLimiter:
         client: redis.Redis | None,
         prefix: str,
         clock: Callable[[], float] = time.time,
+        loop_redis: LoopRedis | None = None,
     ) -> None:
         self._limits = dict(limits)
         self._redis = client
+        self._loop_redis = loop_redis
         self._prefix = prefix
         self._clock = clock
         self._script = client.register_script(_HIT_SCRIPT) if client is not None else None
@@ -148,20 +170,57 @@ class RateLimiter:
         """Count one attempt for (name, key); denied once the limit is exceeded."""
         limit, base = self._limits[name], self._key(name, key)
         if self._script is not None:
+            keys, args = _script_input(limit, base)
             try:
-                allowed, retry_ms = self._script(
-                    keys=[base, base + ":block", base + ":strikes"],
-                    args=[limit.attempts, limit.seconds * 1000, _cap_ms(limit)],
-                )
-                if not allowed:
-                    metrics.count_rate_limited(name)
-                return _ALLOWED if allowed else _denied(int(retry_ms) / 1000)
+                return _counted(name, *self._script(keys=keys, args=args))
             except redis.RedisError as error:
                 self._warn(error)
-        decision = self._local_hit(limit, base)
-        if not decision.allowed:
-            metrics.count_rate_limited(name)
+        return _counted_decision(name, self._local_hit(limit, base))
+
+    async def hit_in_loop(self, name: str, key: str) -> Decision:
+        """``hit`` from the event loop: the same script through the loop's Redis client, and
+        the same fallback to this process's count."""
+        decision, _ = await self.hit_with_reads(name, key, ())
         return decision
+
+    async def hit_with_reads(
+        self, name: str, key: str, reads: Sequence[tuple[str, ...]]
+    ) -> tuple[Decision, list[Any] | None]:
+        """``hit_in_loop`` and some read commands in one Redis round trip (each round trip
+        costs more CPU than the commands in it). The reads' answers, or None when Redis did
+        not answer (the hit was then counted in this process)."""
+        limit, base = self._limits[name], self._key(name, key)
+        if self._loop_redis is not None and self._script is not None:
+            client = self._loop_redis.client()
+            keys, args = _script_input(limit, base)
+            try:
+                answers = await self._pipeline(client, keys, args, reads)
+                return _counted(name, *answers[0]), answers[1:]
+            except redis.RedisError as error:
+                self._warn(error)
+        return _counted_decision(name, self._local_hit(limit, base)), None
+
+    async def _pipeline(
+        self,
+        client: redis.asyncio.Redis,
+        keys: list[str],
+        args: list[int],
+        reads: Sequence[tuple[str, ...]],
+    ) -> list[Any]:
+        assert self._script is not None
+        for attempt in (1, 2):
+            pipeline = client.pipeline(transaction=False)
+            pipeline.evalsha(self._script.sha, 3, *keys, *args)
+            for command in reads:
+                pipeline.execute_command(*command)
+            try:
+                answers: list[Any] = await pipeline.execute()
+                return answers
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                await client.script_load(_HIT_SCRIPT)  # a restarted or flushed Redis
+        raise AssertionError("unreachable")
 
     def peek(self, name: str, key: str) -> Decision:
         """Is (name, key) blocked, or would its next hit be denied? Counts nothing."""

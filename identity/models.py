@@ -174,6 +174,16 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class CacheGeneration(Base):
+    """A counter bumped in the transaction that changes what a process may cache (clients):
+    every instance compares it with the one its cache was filled under."""
+
+    __tablename__ = "cache_generations"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class RevokedToken(Base):
     """A revoked access token's jti, kept until the token would have expired anyway.
 

@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount
@@ -25,6 +24,7 @@ from starlette.templating import Jinja2Templates
 from identity import logs, repositories, sessions
 from identity.accounts import Accounts, Throttled
 from identity.audit import RequestContext
+from identity.lanes import Lanes, carries_password
 from identity.models import BrowserSession, User
 from identity.security import request_context
 
@@ -197,7 +197,9 @@ async def transact(
             )
             return response, None
 
-    response, visit = await run_in_threadpool(run)
+    lanes: Lanes = request.app.state.lanes
+    password = form is not None and carries_password(form)
+    response, visit = await lanes.run(run, password=password)
     if visit is not None and visit.new_cookie is not None:
         response.set_cookie(
             policy.cookie_name,

@@ -10,11 +10,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
+import anyio.from_thread
 import pytest
 import redis
 
 from identity import limits
 from identity.limits import DEFAULT_LIMITS, Decision, Limit, RateLimiter, parse_overrides
+from identity.loop_redis import LoopRedis
 
 from .conftest import free_port
 
@@ -396,3 +399,30 @@ def test_redis_is_used_again_once_it_answers(redis_prefix: str) -> None:
     flaky.script.down = False
     assert hits(limiter, "login", "a", 2) == [True, True]  # Redis answers again
     assert flaky.script.calls == 2
+
+
+def test_hits_from_the_event_loop_and_from_threads_count_together(
+    limiter_client: redis.Redis | None, redis_prefix: str, redis_url: str | None
+) -> None:
+    loop_redis = LoopRedis(redis_url) if redis_url else None
+    limiter = RateLimiter(
+        {"login": Limit(3, 60)}, limiter_client, redis_prefix, loop_redis=loop_redis
+    )
+
+    async def three_hits_in_the_loop() -> list[Decision]:
+        try:
+            decisions = [await limiter.hit_in_loop("login", "k")]
+            if limiter_client is not None:
+                limiter_client.script_flush()  # a restarted Redis has forgotten the script
+            decisions.append(await limiter.hit_in_loop("login", "k"))
+            decision, answers = await limiter.hit_with_reads("login", "k", [("PING",)])
+            assert answers == ([True] if redis_url else None)
+            return [*decisions, decision]
+        finally:
+            if loop_redis is not None:
+                await loop_redis.close()
+
+    # A loop of its own in a thread: the browser tests' Playwright keeps one in this thread.
+    with anyio.from_thread.start_blocking_portal() as portal:
+        assert all(d.allowed for d in portal.call(three_hits_in_the_loop))
+    assert not limiter.hit("login", "k").allowed  # the fourth, from a thread

@@ -27,6 +27,7 @@ from identity.protocol.server import (
     current_session,
     read_oauth2_request,
 )
+from identity.protocol.throttle import throttled_for
 from identity.protocol.tokens import Authentication
 from identity.security import request_context
 
@@ -121,13 +122,11 @@ async def device_authorization(request: Request) -> Response:
     except OAuth2Error as error:
         return server.error_response(error)
 
-    def respond() -> Response:
-        # Imported here: routes.py will import this module to serve the endpoint.
-        from identity.protocol.routes import _throttled_for
+    throttled = await throttled_for(request, oauth_request, "token.client")
+    if throttled is not None:
+        return throttled
 
-        throttled = _throttled_for(request, oauth_request, "token.client")
-        if throttled is not None:
-            return throttled
+    def respond() -> Response:
         try:
             body = _start(server, settings, oauth_request)
         except OAuth2Error as error:

@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 from authlib.oauth2.rfc6749 import OAuth2Error
-from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from identity.config import Settings
-from identity.limits import RateLimiter
 from identity.protocol.device import device_authorization
-from identity.protocol.server import IdentityServer, StarletteOAuth2Request, read_oauth2_request
+from identity.protocol.introspection import introspect_in_loop
+from identity.protocol.server import IdentityServer, read_oauth2_request
+from identity.protocol.throttle import throttled_for
 from identity.protocol.userinfo import userinfo
 from identity.security import request_context
 
@@ -32,28 +32,10 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-def _throttled_for(
-    request: Request, oauth_request: StarletteOAuth2Request, limiter_name: str
-) -> Response | None:
-    """429 in OAuth's JSON when the calling client is over its named limit (keyed by the
-    client_id it claims, else its IP: counted before any secret is checked)."""
-    client_id, _ = extract_basic_authorization(oauth_request.headers)
-    key = client_id or oauth_request.form.get("client_id") or oauth_request.context.ip or "?"
-    limiter: RateLimiter = request.app.state.limiter
-    decision = limiter.hit(limiter_name, key[:128])
-    if decision.allowed:
-        return None
-    return JSONResponse(
-        {"error": "slow_down", "error_description": "Too many requests; retry later."},
-        status_code=429,
-        headers={"Retry-After": str(decision.retry_after), "Cache-Control": "no-store"},
-    )
-
-
 def _endpoint(name: str | None) -> Endpoint:
     """A POST endpoint that hands the request to Authlib: the token endpoint when ``name``
     is None, else the named endpoint (revocation, introspection)."""
-    limiter_name = "introspect.client" if name == "introspection" else "token.client"
+    limiter_name = "token.client"  # introspection counts "introspect.client" itself
 
     async def endpoint(request: Request) -> Response:
         server, settings = _server(request), _settings(request)
@@ -63,16 +45,23 @@ def _endpoint(name: str | None) -> Endpoint:
         except OAuth2Error as error:
             return server.error_response(error)
 
-        def respond() -> Response:
-            # One threadpool hop for the limiter and Authlib together.
-            throttled = _throttled_for(request, oauth_request, limiter_name)
+        if name == "introspection":
+            # Counts the limit too, in the same Redis round trip as the denylist check.
+            answer = await introspect_in_loop(server, request.app.state.limiter, oauth_request)
+            if answer is not None:
+                return answer
+        else:
+            throttled = await throttled_for(request, oauth_request, limiter_name)
             if throttled is not None:
                 return throttled
+
+        def respond() -> Response:
             if name is None:
                 return server.create_token_response(oauth_request)  # type: ignore[no-any-return]
             return server.create_endpoint_response(name, oauth_request)  # type: ignore[no-any-return]
 
-        return await server.run(oauth_request, respond)
+        password = oauth_request.form.get("grant_type") == "password"
+        return await server.run(oauth_request, respond, password=password)
 
     return endpoint
 
@@ -87,8 +76,10 @@ async def jwks(request: Request) -> Response:
 
 
 async def discovery(request: Request) -> Response:
-    return JSONResponse(
-        request.app.state.discovery, headers={"Cache-Control": "public, max-age=3600"}
+    # Rendered once at start-up: the document never changes while the process runs.
+    body: bytes = request.app.state.discovery_body
+    return Response(
+        body, media_type="application/json", headers={"Cache-Control": "public, max-age=3600"}
     )
 
 
@@ -111,13 +102,15 @@ def _route(path: str, endpoint: Endpoint, methods: list[str], cors: Sequence[str
 
 def protocol_routes(settings: Settings) -> list[BaseRoute]:
     cors = settings.cors_origins
+    # The router tries routes in order; the ones every resource server and client call
+    # come first (each miss costs a regex match on every request).
     return [
+        _route("/.well-known/jwks.json", jwks, ["GET"], cors),
         _route("/oauth2/token", _endpoint(None), ["POST"], cors),
         Route("/oauth2/introspect", _endpoint("introspection"), methods=["POST"]),
+        _route("/oauth2/userinfo", userinfo, ["GET", "POST"], cors),
+        _route("/.well-known/openid-configuration", discovery, ["GET"], cors),
         Route("/oauth2/revoke", _endpoint("revocation"), methods=["POST"]),
         Route("/oauth2/device_authorization", device_authorization, methods=["POST"]),
-        _route("/oauth2/userinfo", userinfo, ["GET", "POST"], cors),
-        _route("/.well-known/jwks.json", jwks, ["GET"], cors),
-        _route("/.well-known/openid-configuration", discovery, ["GET"], cors),
         _route("/.well-known/oauth-authorization-server", discovery, ["GET"], cors),
     ]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from identity import repositories
+from identity.models import User
 from identity.protocol.grants import user_claims
 from identity.protocol.server import IdentityServer
 from identity.protocol.tokens import InvalidToken, read_access_token
@@ -55,19 +54,25 @@ async def userinfo(request: Request) -> Response:
     if "openid" not in str(claims.get("scope", "")).split():
         return _bearer_error(403, "insufficient_scope", "The token lacks the openid scope.")
 
-    def load() -> dict[str, object] | None:
-        with server.database.transaction() as session:
-            if server.denylist.is_revoked(claims["jti"], session):
-                return None
-            try:
-                user = repositories.get_user(session, uuid.UUID(claims["sub"]))
-            except ValueError:
-                return None
-            if user is None or not user.is_active:
-                return None
-            return {"sub": str(user.id), **user_claims(user, claims.get("scope", ""))}
+    try:
+        user_id = uuid.UUID(claims["sub"])
+    except ValueError:
+        user_id = None
+    # Redis answers the denylist from the loop and the user may be cached: then no thread.
+    revoked = await server.denylist.is_revoked_in_loop(claims["jti"])
+    user = server.users.peek(user_id) if user_id is not None and revoked is False else None
 
-    info = await run_in_threadpool(load)
+    def load() -> User | None:
+        with server.database.transaction() as session:
+            if revoked or (revoked is None and server.denylist.is_revoked(claims["jti"], session)):
+                return None
+            return server.users.get(session, user_id) if user_id is not None else None
+
+    if user is None and not revoked:
+        user = await server.lanes.run(load)
+    info = None
+    if user is not None and user.is_active:
+        info = {"sub": str(user.id), **user_claims(user, claims.get("scope", ""))}
     if info is None:
         return _bearer_error(
             401, "invalid_token", "The access token is revoked or its user is gone."

@@ -3,6 +3,7 @@
 
 from identity.repositories.audit_events import *  # noqa: F403
 from identity.repositories.browser_sessions import *  # noqa: F403
+from identity.repositories.cache_generations import *  # noqa: F403
 from identity.repositories.clients import *  # noqa: F403
 from identity.repositories.device_authorizations import *  # noqa: F403
 from identity.repositories.emailed_secrets import *  # noqa: F403

@@ -8,6 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from identity.models import Client
+from identity.repositories.cache_generations import bump_cache_generation
 
 __all__ = ["add_client", "delete_client", "get_client", "list_clients"]
 
@@ -27,4 +28,6 @@ def add_client(session: Session, client: Client) -> None:
 
 def delete_client(session: Session, client_id: str) -> bool:
     result = session.execute(delete(Client).where(Client.client_id == client_id))
+    # Every instance's client cache drops its copy within IDENTITY_CACHE_CHECK_SECONDS.
+    bump_cache_generation(session, "clients")
     return int(result.rowcount) > 0  # type: ignore[attr-defined]

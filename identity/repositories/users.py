@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
 
 from identity.models import User
+from identity.repositories.cache_generations import bump_cache_generation
 
 __all__ = ["add_user", "delete_user", "get_user", "get_user_by_email", "list_users"]
 
@@ -36,3 +38,20 @@ def list_users(session: Session, limit: int = 1000) -> Sequence[User]:
 def delete_user(session: Session, user: User) -> None:
     session.delete(user)
     session.flush()
+
+
+# What the cached users (userinfo, identity.row_cache) show or depend on.
+_CACHED_ATTRIBUTES = ("email", "name", "email_verified", "is_active")
+
+
+@event.listens_for(Session, "before_flush")
+def _bump_users_generation(session: Session, _context: Any, _instances: Any) -> None:
+    """Every change of a cached attribute, and every deletion, moves the users' generation
+    in the same transaction, whichever code path made it."""
+    changed = any(isinstance(row, User) for row in session.deleted) or any(
+        isinstance(row, User)
+        and any(inspect(row).attrs[name].history.has_changes() for name in _CACHED_ATTRIBUTES)
+        for row in session.dirty
+    )
+    if changed:
+        bump_cache_generation(session, "users")

@@ -1,0 +1,91 @@
+"""Introspection of access tokens in the event loop (RFC 7662), for the common case.
+
+A resource server introspecting a well-formed access token with its own credentials needs no
+database: the client is in the client cache, the token's signature and claims are checked
+against the key ring in memory, and the denylist answers from Redis in the same round trip
+that counts the client's limit. That case is answered here without a thread. Everything
+else (a client not cached or whose cache is due for its check, bad credentials, a refresh
+token, a token that does not verify, a denylist only the database can answer) returns None
+and goes through Authlib in a thread, which also records failed client authentication.
+Both paths give the same answers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
+from starlette.responses import Response
+
+from identity import logs
+from identity.limits import RateLimiter
+from identity.models import Client
+from identity.protocol.endpoints import access_token_introspection
+from identity.protocol.server import IdentityServer, StarletteOAuth2Request
+from identity.protocol.throttle import limit_key, slow_down
+from identity.protocol.tokens import InvalidToken, read_access_token
+
+# What Authlib's endpoint answers with (authlib.consts.default_json_headers).
+_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _client(server: IdentityServer, request: StarletteOAuth2Request) -> Client | None:
+    """The confidential client whose secret the request carries (basic or post), if it is
+    in the cache; None for anything the full path must decide."""
+    client_id, secret = extract_basic_authorization(request.headers)
+    method = "client_secret_basic"
+    if not client_id:
+        client_id, secret = request.form.get("client_id"), request.form.get("client_secret")
+        method = "client_secret_post"
+    if not client_id or not secret:
+        return None
+    client = server.clients.peek(client_id)
+    if client is None or client.is_public:
+        return None
+    if not client.check_endpoint_auth_method(method, "introspection"):
+        return None
+    return client if client.check_client_secret(secret) else None
+
+
+def _verified(
+    server: IdentityServer, request: StarletteOAuth2Request
+) -> tuple[Client, dict[str, Any]] | None:
+    """The cached client and the access token's claims, when both check out in memory."""
+    token = request.form.get("token")
+    if not token or request.form.get("token_type_hint") not in (None, "access_token"):
+        return None
+    client = _client(server, request)
+    if client is None:
+        return None
+    try:
+        claims = read_access_token(
+            token, server.issuer.keys.ring(), issuer=server.issuer.issuer, leeway=0
+        )
+    except InvalidToken:
+        return None
+    return client, claims
+
+
+async def introspect_in_loop(
+    server: IdentityServer, limiter: RateLimiter, request: StarletteOAuth2Request
+) -> Response | None:
+    """Count the client's introspection limit and, when it can, answer: the limit and the
+    denylist in one Redis round trip. None when the full path must answer (the limit is
+    counted then already)."""
+    verified = _verified(server, request)
+    reads = server.denylist.reads_for(verified[1]["jti"]) if verified else None
+    decision, answers = await limiter.hit_with_reads(
+        "introspect.client", limit_key(request), reads or ()
+    )
+    if not decision.allowed:
+        return slow_down(decision)
+    if verified is None or reads is None:
+        return None
+    revoked = server.denylist.answer(answers)
+    if revoked is None:
+        return None
+    client, claims = verified
+    logs.note(client_id=client.client_id)
+    body = {"active": False} if revoked else access_token_introspection(claims)
+    return Response(json.dumps(body, separators=(",", ":")), headers=_HEADERS)
