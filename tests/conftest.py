@@ -224,6 +224,16 @@ def make_client(database: Database) -> Callable[..., tuple[str, str | None]]:
     return make
 
 
+def stop_process(process: subprocess.Popen[Any], timeout: float = 20) -> None:
+    """SIGTERM by PID, then SIGKILL if it has not exited within ``timeout``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
     for _ in range(150):
         if process.poll() is not None:
@@ -269,8 +279,7 @@ def served(
         wait_until_up(url, process)
         yield url, env
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        stop_process(process)
 
 
 def run_cli(env: dict[str, str], *args: str) -> dict[str, Any]:

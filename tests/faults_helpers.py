@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from .conftest import free_port
+from .conftest import free_port, stop_process
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -171,11 +171,6 @@ class PrivateRedis:
     def stop(self) -> None:
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process, timeout=10)
         self.process = None
         wait_for_port(self.port, up=False)

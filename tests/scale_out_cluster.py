@@ -30,7 +30,14 @@ from cryptography.x509.oid import NameOID
 from identity.db import Database
 from identity.models import Base
 
-from .conftest import free_port, remember_secret, run_cli, served_environment, wait_until_up
+from .conftest import (
+    free_port,
+    remember_secret,
+    run_cli,
+    served_environment,
+    stop_process,
+    wait_until_up,
+)
 from .web_helpers import PASSWORD
 
 NGINX = Path("/usr/sbin/nginx")
@@ -168,12 +175,7 @@ def _empty_tables(database_url: str) -> None:
 def _stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
     """By PID, in reverse: nginx first, then the instances it forwards to."""
     for process in reversed(processes):
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def _environment(

@@ -21,7 +21,7 @@ from identity.config import Settings
 from identity.db import Database
 from identity.metrics import MULTIPROCESS_DIR_VARIABLE, route_template
 
-from .conftest import ISSUER, _wait_until_up, free_port, served_environment
+from .conftest import ISSUER, _wait_until_up, free_port, served_environment, stop_process
 from .web_helpers import Browser
 
 MakeClient = Callable[..., tuple[str, str | None]]
@@ -238,6 +238,5 @@ def test_served_workers_add_up_to_every_request(
             urllib.request.urlopen(url + "/metrics", timeout=5)
         assert refused.value.code == 403
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        stop_process(process)
     assert not list(tmp_path.glob("identity-metrics-*")), "the counts folder outlived the server"

@@ -12,7 +12,7 @@ import httpx
 
 from identity.db import Database
 
-from .conftest import free_port, run_cli, served_environment, wait_until_up
+from .conftest import free_port, run_cli, served_environment, stop_process, wait_until_up
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -98,8 +98,7 @@ def test_api_walkthrough_runs_as_printed(
             timeout=120,
         )
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        stop_process(server)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().split("\n")
     assert lines[0] == '{"status":"check_email"}'

@@ -30,7 +30,7 @@ from playwright.sync_api import Response as PlaywrightResponse
 
 from identity.db import Database
 
-from ..conftest import free_port, served_environment, wait_until_up
+from ..conftest import free_port, served_environment, stop_process, wait_until_up
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -203,12 +203,7 @@ def live_server(
         wait_until_up(url, process)
         yield LiveServer(url=url, env=env, pid=process.pid)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)
 
 
 # -- screenshots ----------------------------------------------------------------------------
