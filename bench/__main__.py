@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import micro
-from bench.report import format_comparison, format_table, write_results
+from bench.report import format_comparison, format_table, summarise_logs, write_results
 from bench.runner import Options, run
 from bench.wrk import ensure_wrk
 from identity.config import Settings
@@ -34,15 +34,20 @@ def _parser() -> argparse.ArgumentParser:
 def _building_blocks(seconds: int) -> dict[str, Any]:
     settings = Settings.from_env()
     signs = micro.rs256_signs_per_second(seconds)
-    verifies = micro.argon2_verifies_per_second(settings, seconds)
+    verifies, cpu = micro.argon2_verifies(settings, seconds)
     print(f"RS256 signs/s, one core:      {signs:,.0f}")
     print(
         f"argon2id verifies/s, one core: {verifies:,.1f} (m={settings.argon2_memory_kib} KiB, "
-        f"t={settings.argon2_time_cost}, p={settings.argon2_parallelism})"
+        f"t={settings.argon2_time_cost}, p={settings.argon2_parallelism}); "
+        f"{cpu * 1000:,.0f} ms of CPU per verify against {1000 / verifies:,.0f} ms of wall time"
+        # More CPU than wall time: the lanes ran on threads, one verify kept several cores busy.
+        + (" (lanes on threads: more than one core busy)" if cpu * verifies > 1.1 else ""),
+        flush=True,
     )
     return {
         "rs256_signs_per_second": signs,
         "argon2id_verifies_per_second": verifies,
+        "argon2id_cpu_seconds_per_verify": cpu,
         "argon2": {
             "memory_kib": settings.argon2_memory_kib,
             "time_cost": settings.argon2_time_cost,
@@ -56,9 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     old = json.loads(args.compare.read_text()) if args.compare else None
     ensure_wrk()
     started = datetime.now(UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
     blocks = _building_blocks(args.seconds)
-    options = Options(args.workers, args.seconds, args.embedded, args.database_url, args.redis_url)
-    rows = run(options)
+    logs = RESULTS / f"{stamp}-logs"
+    options = Options(
+        args.workers, args.seconds, args.embedded, args.database_url, args.redis_url, logs
+    )
+    rows = run(options, blocks["argon2id_verifies_per_second"])
     print()
     print(format_table(rows))
     meta = {
@@ -69,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "building_blocks": blocks,
     }
-    path = write_results(RESULTS, started.strftime("%Y%m%dT%H%M%SZ"), meta, rows)
-    print(f"\nwritten to {path}")
+    meta["run_seconds"] = round((datetime.now(UTC) - started).total_seconds())
+    path = write_results(RESULTS, stamp, meta, rows)
+    print(f"\nwritten to {path} in {meta['run_seconds']} s")
+    print(summarise_logs(logs))
     if old is not None:
         print()
         print(format_comparison(old, rows))

@@ -1,28 +1,27 @@
-"""Run ``identity serve`` for the bench, register a client through the CLI, get a token."""
+"""Run ``identity serve`` for the bench: its environment and its start."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
 
-from bench.lua import basic_auth
-from bench.procs import REPO, Processes, python_command, wait_ready
+from bench.procs import Processes, python_command, wait_ready
 
-# The per-client limits would cap a single-client benchmark at 20 tokens/s; lift them so the
-# numbers show the server, not the limiter (every hit still goes through the limiter).
-RATE_LIMITS = "token.client=100000000/60 introspect.client=100000000/60"
+# Limits that would turn a scenario into a benchmark of the limiter (every request still goes
+# through it): token.client and introspect.client (one client sends everything; 1200/60 s
+# would cap token issuance at 20/s), and login.ip (every login comes from 127.0.0.1; 100/300 s
+# would cap password logins at 0.3/s). login.account stays as it is: it counts failed logins
+# only, and the bench's logins all succeed.
+RATE_LIMITS = "token.client=100000000/60 introspect.client=100000000/60 login.ip=100000000/60"
 
-
-@dataclass(frozen=True)
-class Client:
-    client_id: str
-    client_secret: str
+# argon2id parameters of the provisioning server only (see bench/README.md): they make a
+# password login cost no more than any other token request, to mint refresh tokens quickly.
+# 8 KiB and one lane are argon2's minimum.
+CHEAP_ARGON2 = {
+    "IDENTITY_ARGON2_TIME_COST": "1",
+    "IDENTITY_ARGON2_MEMORY_KIB": "8",
+    "IDENTITY_ARGON2_PARALLELISM": "1",
+}
 
 
 def identity_env(
@@ -35,10 +34,19 @@ def identity_env(
         "IDENTITY_OUTBOX_DIR": str(workdir / "outbox"),
         "IDENTITY_LOG_LEVEL": "warning",
         "IDENTITY_RATE_LIMITS": RATE_LIMITS,
+        # For the login, refresh and userinfo scenarios (users log in with the password grant).
+        "IDENTITY_PASSWORD_GRANT": "on",
     }
     if redis_url:
         env |= {"IDENTITY_REDIS_URL": redis_url, "IDENTITY_REDIS_PREFIX": redis_prefix}
     return env
+
+
+def provisioning_env(env: dict[str, str], port: int) -> dict[str, str]:
+    """``env`` for a second server on the same storage with cheap argon2id; the schema is
+    already there (migrating again beside a running server would be a race)."""
+    issuer = {"IDENTITY_ISSUER": f"http://127.0.0.1:{port}", "IDENTITY_MIGRATE_ON_START": "off"}
+    return env | CHEAP_ARGON2 | issuer
 
 
 def start_identity(
@@ -51,48 +59,3 @@ def start_identity(
     process = processes.start(command, env=env, log=log)
     wait_ready(f"{base}/readyz", process, timeout=120, log=log)
     return process, base
-
-
-def create_client(env: dict[str, str]) -> Client:
-    command = python_command(
-        "-m", "identity", "clients", "create", "--name", "bench", "--scope", "read", "--json"
-    )
-    done = subprocess.run(  # noqa: S603
-        command,
-        env={**os.environ, **env},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    data = json.loads(done.stdout)
-    return Client(data["client_id"], data["client_secret"])
-
-
-def _post_form(base: str, path: str, body: bytes, client: Client) -> dict[str, Any]:
-    request = urllib.request.Request(  # noqa: S310
-        base + path,
-        data=body,
-        headers={
-            "Authorization": basic_auth(client.client_id, client.client_secret),
-            "Content-Type": "application/x-www-form-urlencoded",
-        },
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-        data: dict[str, Any] = json.load(response)
-    return data
-
-
-def issue_token(base: str, client: Client) -> str:
-    body = b"grant_type=client_credentials&scope=read"
-    token: str = _post_form(base, "/oauth2/token", body, client)["access_token"]
-    return token
-
-
-def check_introspection(base: str, client: Client, token: str) -> None:
-    """The introspection scenario must measure an active token, not a cheap refusal."""
-    body = urlencode({"token": token, "token_type_hint": "access_token"}).encode()
-    answer = _post_form(base, "/oauth2/introspect", body, client)
-    if answer.get("active") is not True:
-        raise RuntimeError(f"introspection of the pre-issued token answered {answer}")

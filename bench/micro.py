@@ -46,21 +46,29 @@ def rs256_signer() -> Callable[[], bytes]:
     return sign
 
 
-def rate(work: Callable[[], object], seconds: float) -> float:
-    """Calls per second of ``work`` run back to back for about ``seconds``."""
+def calls_and_cpu(work: Callable[[], object], seconds: float) -> tuple[float, float]:
+    """Calls per second of ``work`` run back to back for about ``seconds``, and the CPU
+    seconds (of every thread of this process) each call took."""
     work()  # warm up
-    calls, started = 0, time.perf_counter()
+    calls, started, cpu = 0, time.perf_counter(), time.process_time()
     while (elapsed := time.perf_counter() - started) < seconds:
         work()
         calls += 1
-    return calls / elapsed
+    return calls / elapsed, (time.process_time() - cpu) / calls
+
+
+def rate(work: Callable[[], object], seconds: float) -> float:
+    """Calls per second of ``work`` run back to back for about ``seconds``."""
+    return calls_and_cpu(work, seconds)[0]
 
 
 def rs256_signs_per_second(seconds: float) -> float:
     return rate(rs256_signer(), seconds)
 
 
-def argon2_verifies_per_second(settings: Settings, seconds: float) -> float:
+def argon2_verifies(settings: Settings, seconds: float) -> tuple[float, float]:
+    """Verifies per second, and CPU seconds per verify: above 1/rate when the lanes
+    (``parallelism``) run on threads of their own."""
     hasher = argon2.PasswordHasher(
         time_cost=settings.argon2_time_cost,
         memory_cost=settings.argon2_memory_kib,
@@ -69,4 +77,4 @@ def argon2_verifies_per_second(settings: Settings, seconds: float) -> float:
     )
     password = "correct horse battery staple"  # noqa: S105
     digest = hasher.hash(password)
-    return rate(lambda: hasher.verify(digest, password), seconds)
+    return calls_and_cpu(lambda: hasher.verify(digest, password), seconds)

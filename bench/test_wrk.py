@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bench.wrk import parse_wrk_output
+from pathlib import Path
+
+from bench.wrk import WrkJob, parse_wrk_output
 
 SAMPLE = """\
 Running 5s test @ http://127.0.0.1:8000/
@@ -32,6 +34,13 @@ def test_parses_rate_percentiles_and_errors() -> None:
     assert result.non_2xx == 7
     assert result.socket_errors == 5
     assert result.errors == 12
+    assert result.connections == 32
+    assert result.counters == {}
+
+
+def test_reads_the_counters_a_script_prints() -> None:
+    output = SAMPLE + "bench pool_used: 4100\nbench pool_exhausted: 0\n"
+    assert parse_wrk_output(output).counters == {"pool_used": 4100, "pool_exhausted": 0}
 
 
 def test_clean_run_has_no_errors() -> None:
@@ -39,3 +48,18 @@ def test_clean_run_has_no_errors() -> None:
         line for line in SAMPLE.splitlines() if "errors" not in line and "Non-2xx" not in line
     )
     assert parse_wrk_output(clean).errors == 0
+
+
+def test_a_job_gives_wrk_its_timeout_and_script() -> None:
+    job = WrkJob("http://x/", 5, Path("s.lua"), threads=1, connections=8, timeout_seconds=30)
+    command = job.command()
+    assert command[1:] == [
+        "-t1",
+        "-c8",
+        "-d5s",
+        "--latency",
+        "--timeout=30s",
+        "-s",
+        "s.lua",
+        "http://x/",
+    ]

@@ -1,11 +1,12 @@
-"""wrk: install it when missing, run it, and parse its ``--latency`` report."""
+"""wrk: install it when missing, run it (alone or several at once), parse its report."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,11 @@ _SOCKET = re.compile(
 )
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 _REQUESTS = re.compile(r"^\s+(\d+) requests in", re.MULTILINE)
+_CONNECTIONS = re.compile(r"^\s+\d+ threads and (\d+) connections", re.MULTILINE)
+# What the bench's Lua ``done()`` functions print, e.g. "bench pool_exhausted: 0".
+_COUNTER = re.compile(r"^bench ([a-z_]+): (\d+)$", re.MULTILINE)
+# wrk only stops at the end of -d; this is how long past it we wait before calling it hung.
+_GRACE_SECONDS = 60
 
 
 class WrkError(RuntimeError):
@@ -32,6 +38,8 @@ class WrkResult:
     p99_ms: float
     non_2xx: int
     socket_errors: int
+    connections: int = 0
+    counters: dict[str, int] = field(default_factory=dict)  # from the script's done()
 
     @property
     def errors(self) -> int:
@@ -39,6 +47,28 @@ class WrkResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "errors": self.errors}
+
+
+@dataclass(frozen=True)
+class WrkJob:
+    """One wrk invocation. ``timeout_seconds`` is wrk's own per-request timeout (its default
+    of 2 s would count every slow argon2 login as a socket error)."""
+
+    url: str
+    seconds: int
+    script: Path | None = None
+    threads: int = 2
+    connections: int = 32
+    timeout_seconds: int | None = None
+
+    def command(self) -> list[str]:
+        command = [ensure_wrk(), f"-t{self.threads}", f"-c{self.connections}"]
+        command += [f"-d{self.seconds}s", "--latency"]
+        if self.timeout_seconds is not None:
+            command.append(f"--timeout={self.timeout_seconds}s")
+        if self.script is not None:
+            command += ["-s", str(self.script)]
+        return [*command, self.url]
 
 
 def _percentile_ms(output: str, percentile: int) -> float:
@@ -49,13 +79,15 @@ def _percentile_ms(output: str, percentile: int) -> float:
 
 
 def parse_wrk_output(output: str) -> WrkResult:
-    """Read requests/s, p50, p99 and error counts from the text ``wrk --latency`` prints."""
+    """Read requests/s, p50, p99, error counts and the script's counters from the text
+    ``wrk --latency`` prints."""
     rps = _RPS.search(output)
     requests = _REQUESTS.search(output)
     if rps is None or requests is None:
         raise WrkError(f"no Requests/sec line in wrk output:\n{output}")
     socket = _SOCKET.search(output)
     non_2xx = _NON_2XX.search(output)
+    connections = _CONNECTIONS.search(output)
     return WrkResult(
         requests=int(requests[1]),
         requests_per_second=float(rps[1]),
@@ -63,6 +95,8 @@ def parse_wrk_output(output: str) -> WrkResult:
         p99_ms=_percentile_ms(output, 99),
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
         socket_errors=sum(int(n) for n in socket.groups()) if socket else 0,
+        connections=int(connections[1]) if connections else 0,
+        counters={name: int(value) for name, value in _COUNTER.findall(output)},
     )
 
 
@@ -84,15 +118,47 @@ def ensure_wrk() -> str:
     return found
 
 
-def run_wrk(
-    url: str, seconds: int, *, script: Path | None = None, threads: int = 2, connections: int = 32
-) -> WrkResult:
-    command = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    if script is not None:
-        command += ["-s", str(script)]
-    done = subprocess.run(  # noqa: S603
-        [*command, url], capture_output=True, text=True, check=False, timeout=seconds + 60
+def start_wrk(job: WrkJob) -> subprocess.Popen[str]:
+    return subprocess.Popen(  # noqa: S603
+        job.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    if done.returncode != 0:
-        raise WrkError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
-    return parse_wrk_output(done.stdout)
+
+
+def finish_wrk(process: subprocess.Popen[str], timeout: float) -> WrkResult:
+    """Wait for a started wrk and parse its report; kill it (by its PID) if it hangs."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if process.returncode != 0:
+        raise WrkError(f"wrk failed ({process.returncode}): {stderr.strip()}")
+    return parse_wrk_output(stdout)
+
+
+def run_wrk(job: WrkJob) -> WrkResult:
+    return finish_wrk(start_wrk(job), job.seconds + _GRACE_SECONDS)
+
+
+def run_beside(
+    background: WrkJob, measured: list[WrkJob], lead_seconds: float
+) -> tuple[WrkResult, list[WrkResult]]:
+    """Start ``background`` (a load that must already be in full swing), wait
+    ``lead_seconds``, then run ``measured`` all at once; every result once all have ended."""
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        processes.append(start_wrk(background))
+        time.sleep(lead_seconds)
+        processes += [start_wrk(job) for job in measured]
+        jobs = [background, *measured]
+        results = [
+            finish_wrk(process, job.seconds + _GRACE_SECONDS)
+            for process, job in zip(processes, jobs, strict=True)
+        ]
+        return results[0], results[1:]
+    finally:
+        for process in processes:  # survivors only when an earlier one failed
+            if process.poll() is None:
+                process.kill()
+                process.wait()
