@@ -232,3 +232,27 @@ def test_userinfo_follows_user_changes_on_every_instance_and_skips_the_thread_wh
         assert (
             response.status_code == 401 and "invalid_token" in response.headers["www-authenticate"]
         )
+
+
+@pytest.mark.parametrize("cache_check_seconds", [3600, 0], ids=["in-loop", "in-thread"])
+def test_introspection_counts_its_own_limit_on_either_path(
+    app_for: AppFor, settings_for: SettingsFor, make_client: MakeClient, cache_check_seconds: int
+) -> None:
+    http = app_for(
+        settings_for(
+            cache_check_seconds=cache_check_seconds,
+            rate_limits=("introspect.client=3/60", "token.client=100/60"),
+        )
+    )
+    client = make_client(scope="read")
+    token = _token(http, client)  # caches the client for the in-loop path
+    answers = [
+        http.post("/oauth2/introspect", data={"token": token}, auth=client) for _ in range(4)
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert all(a.json()["active"] for a in answers[:3])
+    refused = answers[3]
+    assert refused.json()["error"] == "slow_down" and int(refused.headers["retry-after"]) > 0
+    assert refused.headers["cache-control"] == "no-store"
+    # The introspection limit is its own: the client still gets tokens.
+    _token(http, client)
