@@ -1,5 +1,5 @@
 """`python -m identity` is the `identity` command."""
 
-from identity.cli import main
+from identity.cli.main import main
 
 raise SystemExit(main())

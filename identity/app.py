@@ -20,42 +20,30 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from identity import protocol, repositories, web
-from identity.accounts import Accounts
-from identity.api import api_routes
-from identity.api_problems import Problem
+from identity import protocol, rendering, repositories
+from identity.accounts.sessions import SessionPolicy
+from identity.api.problems import Problem
+from identity.api.routes import api_routes
 from identity.config import Settings
 from identity.db import Database
-from identity.denylist import Denylist
-from identity.keys import KeyStore
 from identity.logs import RequestLogMiddleware
-from identity.loop_redis import LoopRedis
 from identity.mail import OutboxSender
 from identity.metrics import RequestMetricsMiddleware, metrics_endpoint
-from identity.openapi import openapi_routes
-from identity.protocol.authorize import authorize_routes
-from identity.protocol.end_session import end_session_routes
+from identity.openapi.document import openapi_routes
 from identity.protocol.endpoints import metadata
 from identity.protocol.routes import protocol_routes
-from identity.protocol.tokens import AccessTokenIssuer
 from identity.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware
-from identity.sessions import SessionPolicy
-from identity.web_account import account_routes
-from identity.web_device import device_routes
-from identity.web_signin import signin_routes
+from identity.services import build_services
+from identity.web import pages
+from identity.web.account import account_routes
+from identity.web.authorize import authorize_routes
+from identity.web.device import device_routes
+from identity.web.end_session import end_session_routes
+from identity.web.signin import signin_routes
 
 log = logging.getLogger("identity")
 
 _PRUNE_INTERVAL_SECONDS = 600
-
-
-def _redis_client(settings: Settings) -> redis.Redis | None:
-    if settings.redis_url is None:
-        return None
-    # Short timeouts: a Redis that hangs must turn into the database fallback quickly.
-    return redis.Redis.from_url(
-        settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
-    )
 
 
 def _error_body(status: int, detail: str) -> dict[str, str]:
@@ -89,7 +77,7 @@ def _error(
         return Problem(status, detail, headers=headers).response()
     if not request.url.path.startswith(_MACHINE_PATHS):
         heading, text = _PAGE_TEXT.get(status, ("Something went wrong", detail))
-        response = web.message(request, None, heading, text, status=status)
+        response = pages.message(request, None, heading, text, status=status)
         response.headers.update(headers or {})
         return response
     return JSONResponse(_error_body(status, detail), status_code=status, headers=headers)
@@ -166,21 +154,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if settings.insecure_http:
         # Authlib refuses plain-http URIs unless this is set; only this setting may set it.
         os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"
-    # One connection for each thread of both lanes (identity.lanes).
-    database = Database(settings.database_url, settings.db_pool_size + settings.password_threads)
-    redis_client = _redis_client(settings)
-    loop_redis = LoopRedis(settings.redis_url) if settings.redis_url else None
-    keys = KeyStore(
-        settings.keys_dir,
-        max_token_ttl=settings.max_token_ttl,
-        reload_seconds=settings.keys_reload_seconds,
-    )
-    issuer = AccessTokenIssuer(settings.issuer, keys, settings.access_token_ttl)
-    denylist = Denylist(database, redis_client, settings.redis_prefix, loop_redis)
-    oauth = protocol.build_server(settings, database, issuer, denylist)
-    accounts = Accounts.from_settings(settings, database, redis_client, loop_redis)
-    oauth.accounts = accounts  # the password grant logs in through the same rules
-    accounts.refresh_tokens = oauth.refresh_tokens  # logout-everywhere, resets, disabling
+    services = build_services(settings)
+    database, oauth, accounts = services.database, services.oauth, services.accounts
+    redis_client, loop_redis, keys = services.redis, services.loop_redis, services.keys
     sender = OutboxSender(database, settings)
 
     @contextlib.asynccontextmanager
@@ -219,7 +195,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *device_routes(),
         *api_routes(settings),
         *openapi_routes(settings),
-        web.static_files(),
+        rendering.static_files(),
     ]
     middleware = [
         # Outermost: the request id is set before anything else logs.
@@ -239,6 +215,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         },
     )
     app.state.settings = settings
+    app.state.services = services
     app.state.database = database
     app.state.redis = redis_client
     app.state.oauth = oauth

@@ -30,12 +30,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from starlette.testclient import TestClient
 
-from identity import clients
 from identity.app import create_app
 from identity.config import Settings
 from identity.db import Database, upgrade_schema
 from identity.keys import KeyStore
 from identity.models import Base
+from identity.protocol import clients
 
 ISSUER = "http://127.0.0.1:8000"
 
@@ -362,7 +362,7 @@ def env(
 
 def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     """Run the ``identity`` command in this process: (exit code, stdout, stderr)."""
-    from identity.cli import main
+    from identity.cli.main import main
 
     code = main(list(argv))
     out, err = capsys.readouterr()

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
+from identity.accounts.profile import describe_user_agent
 from identity.config import Settings
 from identity.db import Database
 from identity.models import AuditEvent, BrowserSession, User
-from identity.profile import describe_user_agent
 
 from .conftest import run_main as _run
 from .web_helpers import PASSWORD, Browser

@@ -11,8 +11,10 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from identity import admin, repositories
-from identity.api import OPERATIONS, Operation
+from identity import repositories
+from identity.accounts import operators
+from identity.accounts.passwords import PasswordHasher
+from identity.api.routes import OPERATIONS, Operation
 from identity.config import Settings
 from identity.db import Database
 from identity.models import (
@@ -24,8 +26,7 @@ from identity.models import (
     User,
     utcnow,
 )
-from identity.openapi import openapi_document
-from identity.passwords import PasswordHasher
+from identity.openapi.document import openapi_document
 
 from .conftest import ISSUER, MailSink
 from .web_helpers import PASSWORD, Browser, code_from, link_from
@@ -68,7 +69,7 @@ def _email(label: str) -> str:
 
 def _user(http: TestClient, database: Database, email: str) -> uuid.UUID:
     with database.transaction() as session:
-        user = admin.create_user(
+        user = operators.create_user(
             http.app.state.accounts,  # type: ignore[attr-defined]
             session,
             email=email,
@@ -510,8 +511,8 @@ def test_token_without_the_account_scope_is_403(
 def test_non_first_party_client_asking_for_account_is_invalid_scope(
     http: TestClient, make_client: MakeClient, database: Database
 ) -> None:
-    from identity.clients import ClientRegistrationError
     from identity.models import Client
+    from identity.protocol.clients import ClientRegistrationError
 
     with pytest.raises(ClientRegistrationError, match="first-party"):
         make_client(scope="openid account")

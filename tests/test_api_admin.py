@@ -16,13 +16,15 @@ from sqlalchemy import func, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from identity import admin, audit, clients
-from identity.api import OPERATIONS
+from identity import audit
+from identity.accounts import operators
+from identity.api.routes import OPERATIONS
 from identity.app import create_app
 from identity.config import Settings
 from identity.db import Database
 from identity.models import AuditEvent, utcnow
-from identity.openapi import openapi_document
+from identity.openapi.document import openapi_document
+from identity.protocol import clients
 
 from .conftest import ISSUER
 from .test_openapi import CHECKS, EXAMPLES
@@ -113,7 +115,7 @@ def _ids(http: TestClient, bearer: dict[str, str], query: str = "") -> list[int]
 def seeded(http: TestClient, database: Database) -> dict[str, Any]:
     """Two users and two clients' events, one of them ten days old."""
     with database.transaction() as session:
-        ada = admin.create_user(
+        ada = operators.create_user(
             http.app.state.accounts,  # type: ignore[attr-defined]
             session,
             email="ada@example.com",
@@ -298,7 +300,7 @@ def test_a_users_token_is_403_even_with_the_admin_scope(
     http: TestClient, make_client: MakeClient, database: Database
 ) -> None:
     with database.transaction() as session:
-        admin.create_user(
+        operators.create_user(
             http.app.state.accounts,  # type: ignore[attr-defined]
             session,
             email="eve@example.com",

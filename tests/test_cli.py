@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from identity.cli import main
-from identity.clients import new_client_id
+from identity.cli.main import main
+from identity.protocol.clients import new_client_id
 
 from .conftest import run_main as _run
 

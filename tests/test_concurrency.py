@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from identity.accounts import AccountError, Accounts
+from identity.accounts.errors import AccountError
+from identity.accounts.service import Accounts
 from identity.audit import RequestContext
 from identity.config import Settings
 from identity.db import Database
@@ -102,10 +103,10 @@ def test_twenty_concurrent_redemptions_of_one_code_have_one_winner(
 
     http = app_for(settings)
     accounts: Accounts = http.app.state.accounts  # type: ignore[attr-defined]
-    from identity import admin
+    from identity.accounts import operators
 
     with database.transaction() as session:
-        admin.create_user(
+        operators.create_user(
             accounts, session, email="code@example.com", name="C", password=PASSWORD, verified=True
         )
     client_id, secret = make_client(redirect_uris=[CALLBACK], first_party=True)

@@ -27,8 +27,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, func, select, text
 from starlette.testclient import TestClient
 
-from identity import admin, clients
-from identity.accounts import Accounts
+from identity.accounts import operators
 from identity.config import Settings
 from identity.db import Database, upgrade_schema
 from identity.mail import OutboxSender
@@ -41,6 +40,8 @@ from identity.models import (
     RevokedToken,
     User,
 )
+from identity.protocol import clients
+from identity.services import build_services
 
 from .conftest import MailSink, free_port, served_environment, wait_until_up
 from .faults_helpers import PrivatePostgres, PrivateRedis
@@ -102,7 +103,7 @@ def _register(database: Database, **options: Any) -> tuple[str, str]:
 def _user(http: TestClient, database: Database, email: str) -> None:
     accounts = http.app.state.accounts  # type: ignore[attr-defined]
     with database.transaction() as session:
-        admin.create_user(
+        operators.create_user(
             accounts, session, email=email, name="Ada", password=PASSWORD, verified=True
         )
 
@@ -431,8 +432,8 @@ def test_sigterm_lets_an_in_flight_login_finish_and_the_server_exits_cleanly(
     )
     email = f"slow-{secrets.token_hex(4)}@example.com"
     with db.transaction() as session:
-        user = admin.create_user(
-            Accounts.from_settings(settings, db, None),
+        user = operators.create_user(
+            build_services(settings, db).accounts,
             session,
             email=email,
             name="Ada",

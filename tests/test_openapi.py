@@ -26,12 +26,14 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.testclient import TestClient
 
-from identity import admin, clients, repositories
-from identity.api import OPERATIONS, api_routes
+from identity import repositories
+from identity.accounts import operators
+from identity.api.routes import OPERATIONS, api_routes
 from identity.app import create_app
 from identity.config import Settings
 from identity.db import Database
-from identity.openapi import openapi_document
+from identity.openapi.document import openapi_document
+from identity.protocol import clients
 from tests.conftest import ISSUER, MailSink
 from tests.web_helpers import code_from
 
@@ -337,7 +339,7 @@ def bearer(api_schema: Any, fuzzed_app: Starlette, database: Database) -> dict[s
 
 def _password_token(app: Starlette, database: Database, email: str) -> str:
     with database.transaction() as session:
-        admin.create_user(
+        operators.create_user(
             app.state.accounts, session, email=email, name="Fuzz", password=PASSWORD, verified=True
         )
         client = clients.register_client(

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from identity.passwords import (
+from identity.accounts.passwords import (
     MAX_LENGTH,
     MIN_LENGTH,
     PasswordHasher,

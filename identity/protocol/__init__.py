@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from identity.accounts.service import Accounts
 from identity.config import Settings
 from identity.db import Database
 from identity.denylist import Denylist
@@ -16,9 +17,11 @@ from identity.protocol.grants import (
     S256CodeChallenge,
 )
 from identity.protocol.password import PasswordGrant
-from identity.protocol.refresh import RefreshTokenGrant, RefreshTokens
+from identity.protocol.refresh import RefreshTokenGrant
+from identity.protocol.refresh_tokens import RefreshTokens
 from identity.protocol.server import IdentityServer
 from identity.protocol.tokens import AccessTokenIssuer
+from identity.token_families import TokenFamilies
 
 
 def grant_table(settings: Settings) -> list[tuple[Any, list[Any]]]:
@@ -38,11 +41,16 @@ ENDPOINTS = (TokenRevocation, TokenIntrospection)
 
 
 def build_server(
-    settings: Settings, database: Database, issuer: AccessTokenIssuer, denylist: Denylist
+    settings: Settings,
+    database: Database,
+    issuer: AccessTokenIssuer,
+    denylist: Denylist,
+    families: TokenFamilies,
+    accounts: Accounts,
 ) -> IdentityServer:
     """The authorization server with every grant and endpoint identity serves."""
-    server = IdentityServer(settings, database, issuer, denylist)
-    server.refresh_tokens = RefreshTokens(settings, denylist)
+    refresh_tokens = RefreshTokens(settings, denylist, families)
+    server = IdentityServer(settings, database, issuer, denylist, refresh_tokens, accounts)
     for grant, extensions in grant_table(settings):
         server.register_grant(grant, extensions)
     for endpoint in ENDPOINTS:

@@ -139,12 +139,11 @@ class IssuingGrant:
         }
         if scope:
             token["scope"] = scope
-        refresh_tokens = getattr(self.server, "refresh_tokens", None)
+        refresh_tokens = self.server.refresh_tokens
         if (
             user is not None
             and authentication is not None
             and include_refresh_token
-            and refresh_tokens is not None
             and refresh_tokens.should_issue(client, scope or "")
         ):
             family = self.refresh_family()

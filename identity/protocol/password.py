@@ -19,7 +19,7 @@ from authlib.oauth2.rfc6749 import (
     grants,
 )
 
-from identity.accounts import EmailNotVerified, InvalidCredentials, Throttled
+from identity.accounts.errors import EmailNotVerified, InvalidCredentials, Throttled
 from identity.models import Client, User
 from identity.protocol.grants import IssuingGrant, granted_scope
 from identity.protocol.server import current_session

@@ -1,18 +1,12 @@
-"""Refresh tokens: rotation on every use, reuse detection per family, and the grant.
-
-A family is the chain of tokens rotated from one login. Only SHA-256 digests are stored; a
-successor's raw value is derived from its parent's, so a grace-period retry can answer with
-the same successor without any raw secret at rest."""
+"""The refresh-token grant: rotation on every use and reuse detection per family (a family
+is the chain of tokens rotated from one login), and refresh tokens at revocation and
+introspection."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
-import secrets
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidGrantError, TokenMixin, grants
@@ -20,147 +14,11 @@ from sqlalchemy.orm import Session
 
 from identity import audit, repositories
 from identity.audit import RequestContext
-from identity.config import Settings
-from identity.denylist import Denylist
 from identity.models import Client, RefreshToken, User, secret_digest, utcnow
 from identity.protocol.grants import IssuingGrant
+from identity.protocol.refresh_tokens import RefreshParent, RefreshTokens, successor_value
 from identity.protocol.server import IdentityServer, current_session
-from identity.protocol.tokens import Authentication, IssuedToken
-
-_SUCCESSOR_LABEL = b"identity refresh successor"
-
-
-def successor_value(parent_raw: str) -> str:
-    """The raw value of the token that replaces ``parent_raw``: HMAC-derived, so only a
-    holder of the parent can compute it."""
-    mac = hmac.new(parent_raw.encode(), _SUCCESSOR_LABEL, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
-
-
-@dataclass(frozen=True)
-class RefreshParent:
-    """The token being rotated with the raw value the client presented (the successor's
-    value is derived from it)."""
-
-    row: RefreshToken
-    raw: str
-
-
-class RefreshTokens:
-    """Issue, find and revoke refresh tokens."""
-
-    def __init__(self, settings: Settings, denylist: Denylist) -> None:
-        self.settings = settings
-        self.denylist = denylist
-
-    def should_issue(self, client: Client, scope: str) -> bool:
-        if "offline_access" in scope.split():
-            return True
-        return not client.is_public and client.refresh_without_offline_access
-
-    def issue(
-        self,
-        session: Session,
-        *,
-        client: Client,
-        user_id: uuid.UUID,
-        scope: str,
-        audience: list[str],
-        authentication: Authentication,
-        access: IssuedToken,
-        family_id: uuid.UUID | None = None,
-        parent: RefreshParent | None = None,
-    ) -> str:
-        """Store a new token (its digest only) and return its raw value."""
-        now = utcnow()
-        if parent is None:
-            raw = secrets.token_urlsafe(32)
-            family_expires_at = now + timedelta(seconds=self.settings.refresh_token_absolute_ttl)
-        else:
-            raw = successor_value(parent.raw)
-            family_expires_at = parent.row.family_expires_at
-            family_id = parent.row.family_id
-        row = RefreshToken(
-            digest=secret_digest(raw),
-            family_id=family_id or uuid.uuid4(),
-            parent_digest=parent.row.digest if parent else None,
-            client_id=client.client_id,
-            user_id=user_id,
-            scope=scope,
-            audience=list(audience),
-            auth_time=authentication.auth_time,
-            amr=list(authentication.amr),
-            session_id=authentication.session_id,
-            created_at=now,
-            expires_at=min(
-                now + timedelta(seconds=self.settings.refresh_token_idle_ttl), family_expires_at
-            ),
-            family_expires_at=family_expires_at,
-            access_jti=access.jti,
-            access_expires_at=datetime.fromtimestamp(access.claims["exp"], UTC),
-        )
-        repositories.add_refresh_token(session, row)
-        if parent is not None:
-            repositories.set_refresh_successor(session, parent.row.digest, row.digest)
-        return raw
-
-    def reattach_access(self, session: Session, row: RefreshToken, access: IssuedToken) -> None:
-        """A grace retry got a new access token for an existing successor: deny the one the
-        lost response carried, so the family still tracks every live access token."""
-        if row.access_jti and row.access_expires_at and row.access_expires_at > utcnow():
-            self.denylist.revoke(session, row.access_jti, row.access_expires_at)
-        expires_at = datetime.fromtimestamp(access.claims["exp"], UTC)
-        repositories.set_refresh_access(session, row.digest, access.jti, expires_at)
-
-    def find(self, session: Session, raw: str) -> RefreshToken | None:
-        if not raw or len(raw) > 512:
-            return None
-        return repositories.get_refresh_token(session, secret_digest(raw))
-
-    def revoke_family(
-        self,
-        session: Session,
-        family_id: uuid.UUID,
-        *,
-        reason: str,
-        context: RequestContext | None,
-    ) -> int:
-        """Revoke every live token of the family and deny its unexpired access tokens."""
-        repositories.lock_refresh_family(session, family_id)
-        now = utcnow()
-        for jti, expires_at in repositories.refresh_family_access_tokens(session, family_id, now):
-            self.denylist.revoke(session, jti, expires_at)
-        revoked = repositories.revoke_refresh_family(session, family_id, now)
-        if revoked:
-            owner = repositories.refresh_family_owner(session, family_id)
-            audit.record(
-                session,
-                "refresh.family_revoked",
-                context=context,
-                subject=str(owner[0]) if owner else None,  # so the owner sees it in /me/events
-                client_id=owner[1] if owner else None,
-                detail={"reason": reason, "family_id": str(family_id), "tokens": revoked},
-            )
-        return revoked
-
-    def revoke_for_user(
-        self,
-        session: Session,
-        user_id: uuid.UUID,
-        client_id: str | None = None,
-        *,
-        reason: str = "user",
-        context: RequestContext | None = None,
-    ) -> int:
-        """Revoke every live family of the user (of one client when given); return how many
-        tokens were revoked. For logout everywhere, password reset, disabling, consent."""
-        families = repositories.live_refresh_families(session, user_id, client_id, utcnow())
-        # One order for everyone, so two of these never wait on each other's families.
-        families = sorted(families)
-        return sum(
-            self.revoke_family(session, family, reason=reason, context=context)
-            for family in families
-        )
+from identity.protocol.tokens import Authentication
 
 
 @dataclass
@@ -198,8 +56,7 @@ class RefreshTokenView(TokenMixin):  # type: ignore[misc]
 
 def find_refresh_token(server: IdentityServer, raw: str) -> RefreshTokenView | None:
     """The refresh token ``raw`` if this server issued it (live or not); else None."""
-    service: RefreshTokens | None = server.refresh_tokens
-    row = service.find(current_session(), raw) if service is not None else None
+    row = server.refresh_tokens.find(current_session(), raw)
     return RefreshTokenView(row) if row is not None else None
 
 
@@ -207,8 +64,9 @@ def revoke_refresh_token(
     server: IdentityServer, view: RefreshTokenView, context: RequestContext | None
 ) -> None:
     """RFC 7009 for a refresh token: the whole family goes, with its access tokens."""
-    service: RefreshTokens = server.refresh_tokens
-    service.revoke_family(current_session(), view.row.family_id, reason="revoked", context=context)
+    server.families.revoke_family(
+        current_session(), view.row.family_id, reason="revoked", context=context
+    )
 
 
 def introspect_refresh_token(view: RefreshTokenView) -> dict[str, Any]:
@@ -267,7 +125,7 @@ class RefreshTokenGrant(IssuingGrant, grants.RefreshTokenGrant):  # type: ignore
         if successor is not None:
             self._parent, self._grace_successor = RefreshParent(row, refresh_token), successor
             return RefreshTokenView(row)
-        self._service.revoke_family(
+        self.server.families.revoke_family(
             session, row.family_id, reason="reuse", context=self.request.context
         )
         audit.record(

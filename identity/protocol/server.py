@@ -28,12 +28,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from identity import audit, logs, metrics, repositories
+from identity.accounts.service import Accounts
 from identity.audit import RequestContext
 from identity.config import Settings
 from identity.db import Database
 from identity.denylist import Denylist
 from identity.lanes import Lanes
 from identity.models import AuthorizationCode, Client, User, utcnow
+from identity.protocol.refresh_tokens import RefreshTokens
 from identity.protocol.tokens import AccessTokenIssuer, IdTokenIssuer, IssuedToken
 from identity.row_cache import RowCache
 
@@ -162,20 +164,23 @@ class IdentityServer(AuthorizationServer):  # type: ignore[misc]
         database: Database,
         issuer: AccessTokenIssuer,
         denylist: Denylist,
+        refresh_tokens: RefreshTokens,
+        accounts: Accounts,
     ) -> None:
         super().__init__(scopes_supported=None)
         self.settings = settings
         self.database = database
         self.issuer = issuer
         self.denylist = denylist
+        self.refresh_tokens = refresh_tokens
+        self.families = refresh_tokens.families
+        # The password grant signs people in through the same rules as the login page.
+        self.accounts = accounts
         self.id_tokens = IdTokenIssuer(settings.issuer, issuer.keys, settings.id_token_ttl)
         check = settings.cache_check_seconds
         self.clients: RowCache[str, Client] = RowCache("clients", repositories.get_client, check)
         self.users: RowCache[uuid.UUID, User] = RowCache("users", repositories.get_user, check)
         self.lanes = Lanes(settings.db_pool_size, settings.password_threads)
-        # Set by build_server when those features are on:
-        self.refresh_tokens: Any = None
-        self.accounts: Any = None
 
     def revoke_code_tokens(
         self, session: Session, code: AuthorizationCode, context: RequestContext
@@ -184,8 +189,8 @@ class IdentityServer(AuthorizationServer):  # type: ignore[misc]
         until = utcnow() + timedelta(seconds=self.settings.access_token_ttl + 60)
         for jti in code.issued_jtis:
             self.denylist.revoke(session, jti, until)
-        if code.refresh_family_id is not None and self.refresh_tokens is not None:
-            self.refresh_tokens.revoke_family(
+        if code.refresh_family_id is not None:
+            self.families.revoke_family(
                 session, code.refresh_family_id, reason="code_replay", context=context
             )
         audit.record(

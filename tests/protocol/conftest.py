@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
-from identity import admin
+from identity.accounts import operators
 from identity.db import Database
 
 from ..web_helpers import PASSWORD
@@ -15,7 +15,7 @@ from ..web_helpers import PASSWORD
 def user(http: TestClient, database: Database) -> str:
     accounts = http.app.state.accounts  # type: ignore[attr-defined]
     with database.transaction() as session:
-        admin.create_user(
+        operators.create_user(
             accounts, session, email="ada@example.com", name="Ada", password=PASSWORD, verified=True
         )
     return "ada@example.com"

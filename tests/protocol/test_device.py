@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from identity import admin
+from identity.accounts import operators
 from identity.config import Settings
 from identity.db import Database
 from identity.models import AuditEvent, DeviceAuthorization, User, secret_digest, utcnow
@@ -39,7 +39,7 @@ def device_client(make_client: MakeClient) -> str:
 def user(http: TestClient, database: Database) -> User:
     accounts: Any = http.app.state.accounts  # type: ignore[attr-defined]
     with database.transaction() as session:
-        return admin.create_user(
+        return operators.create_user(
             accounts, session, email=EMAIL, name="Ada", password=PASSWORD, verified=True
         )
 

@@ -106,10 +106,10 @@ def test_hint_of_another_user_asks_first(
     app_for: Callable[[Settings], TestClient],
     settings: Settings,
 ) -> None:
-    from identity import admin
+    from identity.accounts import operators
 
     with database.transaction() as session:
-        admin.create_user(
+        operators.create_user(
             http.app.state.accounts,
             session,
             email="bob@example.com",  # type: ignore[attr-defined]

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from identity import admin, repositories
+from identity import repositories
+from identity.accounts import operators
 from identity.config import Settings
 from identity.db import Database
 
@@ -127,7 +128,7 @@ def test_a_login_flood_waits_in_its_own_lane_while_introspection_goes_on(
     http = app_for(settings)
     accounts = http.app.state.accounts  # type: ignore[attr-defined]
     with database.transaction() as session:
-        admin.create_user(
+        operators.create_user(
             accounts, session, email="ada@example.com", name="Ada", password=PASSWORD, verified=True
         )
     app = make_client(name="app", grant_types=["password"], first_party=True, scope="openid")
@@ -201,7 +202,7 @@ def test_userinfo_follows_user_changes_on_every_instance_and_skips_the_thread_wh
     apps.append(app_for(settings_for(password_grant=True, cache_check_seconds=interval)))
     accounts = apps[0].app.state.accounts  # type: ignore[attr-defined]
     with database.transaction() as session:
-        user = admin.create_user(
+        user = operators.create_user(
             accounts, session, email="ada@example.com", name="Ada", password=PASSWORD, verified=True
         )
     app = make_client(
@@ -225,7 +226,7 @@ def test_userinfo_follows_user_changes_on_every_instance_and_skips_the_thread_wh
     for http in apps:
         _poll(lambda http=http: name_on(http) == "Ada Lovelace", interval + 2.0)
     with database.transaction() as session:
-        admin.set_active(accounts, session, session.get_one(type(user), user.id), False)
+        operators.set_active(accounts, session, session.get_one(type(user), user.id), False)
     for http in apps:
         _poll(lambda http=http: name_on(http) is None, interval + 2.0)
         response = http.get("/oauth2/userinfo", headers=bearer)

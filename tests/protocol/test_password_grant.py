@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
-from identity import admin
+from identity.accounts import operators
 from identity.config import Settings
 from identity.db import Database
 from identity.models import AuditEvent, Client, OutboxMessage
@@ -35,7 +35,7 @@ def _user(http: TestClient, database: Database, email: str, *, verified: bool = 
     """Create an account; returns its id. Addresses are unique per test because Redis
     limiter counters outlive a test."""
     with database.transaction() as session:
-        user = admin.create_user(
+        user = operators.create_user(
             http.app.state.accounts,  # type: ignore[attr-defined]
             session,
             email=email,

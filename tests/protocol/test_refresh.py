@@ -29,11 +29,11 @@ from identity.models import (
 )
 from identity.protocol.refresh import (
     RefreshTokenGrant,
-    RefreshTokens,
     find_refresh_token,
     introspect_refresh_token,
     revoke_refresh_token,
 )
+from identity.protocol.refresh_tokens import RefreshTokens
 from identity.protocol.server import _current, _UnitOfWork
 from identity.protocol.tokens import Authentication
 
@@ -46,8 +46,6 @@ def _app(app_for: Callable[[Settings], TestClient], settings: Settings) -> TestC
     """The app with the refresh grant on (a no-op once build_server registers it)."""
     http = app_for(settings)
     oauth = http.app.state.oauth  # type: ignore[attr-defined]
-    if oauth.refresh_tokens is None:
-        oauth.refresh_tokens = RefreshTokens(settings, oauth.denylist)
     if not any(grant is RefreshTokenGrant for grant, _ in oauth._token_grants):
         oauth.register_grant(RefreshTokenGrant)
     return http
@@ -393,7 +391,7 @@ def test_revoke_for_user_kills_every_family_of_the_user(
     first, _ = _issue(refresh_http, database, app_client[0], user_id)
     second, _ = _issue(refresh_http, database, app_client[0], user_id)
     other_user, _ = _issue(refresh_http, database, app_client[0], _user(database, "b@example.com"))
-    service = refresh_http.app.state.oauth.refresh_tokens  # type: ignore[attr-defined]
+    service = refresh_http.app.state.services.families  # type: ignore[attr-defined]
     with database.transaction() as session:
         assert service.revoke_for_user(session, user_id) == 2
     assert _row(database, first).revoked_at is not None
@@ -412,7 +410,7 @@ def test_revoke_for_user_and_client_spares_other_clients(
     other = make_client(redirect_uris=["https://b.example.com/cb"], scope=SCOPE, name="b")
     mine, _ = _issue(refresh_http, database, app_client[0], user_id)
     theirs, _ = _issue(refresh_http, database, other[0], user_id)
-    service = refresh_http.app.state.oauth.refresh_tokens  # type: ignore[attr-defined]
+    service = refresh_http.app.state.services.families  # type: ignore[attr-defined]
     with database.transaction() as session:
         assert service.revoke_for_user(session, user_id, app_client[0]) == 1
     assert _row(database, mine).revoked_at is not None
@@ -430,7 +428,7 @@ def test_disabled_users_refresh_token_is_refused(
 
 
 def test_offline_access_decides_unless_the_client_opted_out(settings: Settings) -> None:
-    service = RefreshTokens(settings, denylist=None)  # type: ignore[arg-type]
+    service = RefreshTokens(settings, denylist=None, families=None)  # type: ignore[arg-type]
     confidential = Client(client_id="c", is_public=False)
     public = Client(client_id="p", is_public=True, refresh_without_offline_access=True)
     assert service.should_issue(confidential, "openid offline_access")

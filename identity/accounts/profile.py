@@ -10,15 +10,9 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from identity import audit, repositories
-from identity.accounts import (
-    EMAIL_CHANGE_LIFETIME,
-    Accounts,
-    InvalidInput,
-    InvalidLink,
-    Throttled,
-    clean_name,
-    normalise_email,
-)
+from identity.accounts.errors import InvalidInput, InvalidLink, Throttled
+from identity.accounts.fields import clean_name, normalise_email
+from identity.accounts.service import EMAIL_CHANGE_LIFETIME, Accounts
 from identity.audit import RequestContext
 from identity.models import BrowserSession, OneTimeToken, User, secret_digest
 

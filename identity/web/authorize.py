@@ -26,7 +26,7 @@ from identity.models import Client, utcnow
 from identity.protocol.server import IdentityServer, StarletteOAuth2Request, read_oauth2_request
 from identity.protocol.tokens import Authentication
 from identity.security import request_context
-from identity.web import Visit, message, read_form, redirect, render, transact
+from identity.web.pages import Visit, message, read_form, redirect, render, transact
 
 PENDING = "authorize"
 _MAX_PENDING = 5

@@ -29,10 +29,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
-from identity import api_accounts, api_admin, api_me, repositories
-from identity.accounts import AccountError, Accounts
-from identity.api_calls import ApiCall, Reply, Result
-from identity.api_models import (
+from identity import repositories
+from identity.accounts.errors import AccountError
+from identity.accounts.service import Accounts
+from identity.api import accounts as api_accounts
+from identity.api import admin as api_admin
+from identity.api import me as api_me
+from identity.api.bodies import (
     AccountConsents,
     AccountEvents,
     AccountSessions,
@@ -49,7 +52,8 @@ from identity.api_models import (
     UpdateMeRequest,
     VerifyEmailRequest,
 )
-from identity.api_problems import (
+from identity.api.calls import ApiCall, Reply, Result
+from identity.api.problems import (
     NO_STORE,
     Problem,
     from_account_error,

@@ -8,10 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from identity import audit, recovery, sessions
-from identity.accounts import AccountError, EmailNotVerified, InvalidInput, Throttled
-from identity.protocol.authorize import pending_resume_path
-from identity.web import (
+from identity import audit
+from identity.accounts import recovery, sessions
+from identity.accounts.errors import AccountError, EmailNotVerified, InvalidInput, Throttled
+from identity.web.authorize import pending_resume_path
+from identity.web.pages import (
     Visit,
     accounts_of,
     confirm_page,

@@ -7,10 +7,10 @@ import re
 import uuid
 from datetime import UTC, datetime
 
-from identity import audit, profile, repositories
-from identity.accounts import InvalidInput
-from identity.api_calls import ApiCall, Reply, Result
-from identity.api_models import (
+from identity import audit, repositories
+from identity.accounts import profile
+from identity.accounts.errors import InvalidInput
+from identity.api.bodies import (
     AccountConsent,
     AccountConsents,
     AccountEvent,
@@ -24,7 +24,8 @@ from identity.api_models import (
     Me,
     UpdateMeRequest,
 )
-from identity.api_problems import from_account_error, invalid_input, not_found
+from identity.api.calls import ApiCall, Reply, Result
+from identity.api.problems import from_account_error, invalid_input, not_found
 from identity.models import RefreshToken, User
 
 # The services name the email-change fields after the account page's form.
@@ -149,7 +150,7 @@ def revoke_session(call: ApiCall) -> Result:
     family_id = _own_family(call, session_id)
     if family_id is None:
         raise not_found("You have no session with this id.")
-    call.oauth.refresh_tokens.revoke_family(call.db, family_id, reason="user", context=call.context)
+    call.oauth.families.revoke_family(call.db, family_id, reason="user", context=call.context)
     audit.record(
         call.db,
         "session.revoked",
@@ -175,7 +176,7 @@ def logout(call: ApiCall) -> Result:
         row = call.oauth.refresh_tokens.find(call.db, body.refresh_token)
         if row is not None and row.user_id == call.me.id:
             ended_family = row.family_id
-            call.oauth.refresh_tokens.revoke_family(
+            call.oauth.families.revoke_family(
                 call.db, row.family_id, reason="logout", context=call.context
             )
     _deny_presented_token(call)

@@ -7,7 +7,9 @@ import secrets
 from sqlalchemy.orm import Session
 
 from identity import audit, repositories
-from identity.accounts import RESET_LIFETIME, Accounts, InvalidLink, normalise_email
+from identity.accounts.errors import InvalidLink
+from identity.accounts.fields import normalise_email
+from identity.accounts.service import RESET_LIFETIME, Accounts
 from identity.audit import RequestContext
 from identity.models import OneTimeToken, User, secret_digest
 

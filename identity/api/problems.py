@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from identity.accounts import InvalidCode, InvalidInput, InvalidLink, Throttled
+from identity.accounts.errors import InvalidCode, InvalidInput, InvalidLink, Throttled
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 URN = "urn:identity:problem:"

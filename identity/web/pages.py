@@ -10,29 +10,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Mount
-from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 
-from identity import logs, repositories, sessions
-from identity.accounts import Accounts, Throttled
+from identity import logs, rendering, repositories
+from identity.accounts import sessions
+from identity.accounts.errors import Throttled
+from identity.accounts.service import Accounts
 from identity.audit import RequestContext
 from identity.lanes import Lanes, carries_password
 from identity.models import BrowserSession, User
 from identity.security import request_context
 
 log = logging.getLogger("identity.web")
-
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
-_NO_STORE = {"Cache-Control": "no-store"}
 
 
 class CsrfRejected(Exception):
@@ -112,17 +106,14 @@ def render(
     **context: Any,
 ) -> Response:
     """Render a page with the common context (CSRF token, user, notice, errors, values)."""
-    base: dict[str, Any] = {
-        "csrf_token": visit.browser.csrf_token if visit and visit.browser else "",
-        "current_user": visit.user if visit else None,
-        "notice": visit.pop_notice() if visit else None,
-        "errors": {},
-        "values": {},
-    }
-    base.update(context)
-    response = templates.TemplateResponse(request, template, base, status_code=status)
-    response.headers.update(_NO_STORE)
-    return response
+    if visit is not None:
+        context = {
+            "csrf_token": visit.browser.csrf_token if visit.browser else "",
+            "current_user": visit.user,
+            "notice": visit.pop_notice(),
+            **context,
+        }
+    return rendering.page(request, template, status, **context)
 
 
 def message(
@@ -144,7 +135,7 @@ def message(
 
 
 def redirect(location: str) -> Response:
-    return RedirectResponse(location, status_code=303, headers=_NO_STORE)
+    return RedirectResponse(location, status_code=303, headers=rendering.NO_STORE)
 
 
 async def transact(
@@ -238,8 +229,3 @@ def confirm_page(
         token=token[:200],
         button=button,
     )
-
-
-def static_files() -> Mount:
-    """Our stylesheet (and any other asset): nothing is loaded from elsewhere."""
-    return Mount("/static", StaticFiles(directory=str(TEMPLATES_DIR / "static")), name="static")

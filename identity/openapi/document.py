@@ -21,11 +21,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from identity.api import OPERATIONS, Operation
-from identity.api_models import RequestBody
+from identity import rendering
+from identity.api.bodies import RequestBody
+from identity.api.routes import OPERATIONS, Operation
 from identity.config import Settings
-from identity.openapi_oauth import oauth_paths
-from identity.openapi_schemas import (
+from identity.openapi.oauth import oauth_paths
+from identity.openapi.schemas import (
     API_TAG,
     CONVERTORS,
     DISCOVERY_TAG,
@@ -39,7 +40,6 @@ from identity.openapi_schemas import (
     json_body,
     ref,
 )
-from identity.web import render
 
 # -- the /api/v1 operations --------------------------------------------------------------------
 
@@ -212,7 +212,7 @@ def openapi_routes(settings: Settings) -> list[BaseRoute]:
         )
 
     async def docs(request: Request) -> Response:
-        return render(request, None, "docs.html")
+        return rendering.page(request, "docs.html")
 
     return [
         Route("/openapi.json", openapi_json, methods=["GET"]),

@@ -11,9 +11,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from identity import admin, audit
-from identity.accounts import AccountError
-from identity.cli import CommandError, _database, _emit
+from identity import audit
+from identity.accounts import operators
+from identity.accounts.errors import AccountError
+from identity.cli.common import CommandError, emit, open_database
 from identity.config import Settings
 from identity.models import utcnow
 
@@ -46,7 +47,7 @@ def _audit_subject(session: Session, user: str) -> str:
     if "@" not in user:
         raise CommandError(f"no user {user!r}: give a user id or an email")
     try:
-        return str(admin.find_user(session, user).id)
+        return str(operators.find_user(session, user).id)
     except AccountError:
         raise CommandError(f"no user {user!r}") from None
 
@@ -66,16 +67,16 @@ def _audit_selection(args: argparse.Namespace, session: Session) -> audit.AuditF
 
 def audit_list(args: argparse.Namespace, settings: Settings) -> None:
     limit = _positive(args.limit, "--limit")
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         selection = _audit_selection(args, session)
         rows = [audit.as_dict(event) for event in audit.latest(session, selection, limit)]
-    _emit(args, rows, "\n".join(_audit_line(row) for row in rows) or "no events")
+    emit(args, rows, "\n".join(_audit_line(row) for row in rows) or "no events")
 
 
 def audit_tail(args: argparse.Namespace, settings: Settings) -> None:
     limit = _positive(args.limit, "--limit")
     interval = _positive(args.interval, "--interval", float)
-    database = _database(settings)
+    database = open_database(settings)
 
     def show(row: dict[str, Any]) -> None:
         print(json.dumps(row, default=str) if args.json else _audit_line(row), flush=True)
@@ -106,16 +107,16 @@ def audit_prune(args: argparse.Namespace, settings: Settings) -> None:
             f"--older-than {args.older_than} would delete events of the last day; "
             "add --force if that is what you mean"
         )
-    with _database(settings).transaction() as session:
+    with open_database(settings).transaction() as session:
         count = audit.prune(session, before, forced=args.force)
-    _emit(
+    emit(
         args,
         {"deleted": count, "before": before.isoformat()},
         f"deleted {count} event(s) from before {before.isoformat(timespec='seconds')}",
     )
 
 
-def add_audit_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     """Add ``audit list|tail|prune`` to the command parser."""
     audit_commands = commands.add_parser("audit", help="the security event log").add_subparsers(
         dest="action", required=True

@@ -8,9 +8,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from identity import profile
-from identity.accounts import AccountError, InvalidInput
-from identity.web import (
+from identity.accounts import profile
+from identity.accounts.errors import AccountError, InvalidInput
+from identity.web.pages import (
     Visit,
     accounts_of,
     confirm_page,

@@ -8,7 +8,7 @@ from typing import Any
 
 from identity import protocol
 from identity.config import Settings
-from identity.openapi_schemas import (
+from identity.openapi.schemas import (
     DISCOVERY_TAG,
     OAUTH_TAG,
     STR,

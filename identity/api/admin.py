@@ -7,10 +7,11 @@ import uuid
 from datetime import datetime
 
 from identity import audit, repositories
-from identity.accounts import InvalidInput, normalise_email
-from identity.api_calls import ApiCall, Result
-from identity.api_models import AdminAuditEvent, AdminAuditEvents, AdminAuditQuery
-from identity.api_problems import invalid_input
+from identity.accounts.errors import InvalidInput
+from identity.accounts.fields import normalise_email
+from identity.api.bodies import AdminAuditEvent, AdminAuditEvents, AdminAuditQuery
+from identity.api.calls import ApiCall, Result
+from identity.api.problems import invalid_input
 
 _SINCE = "Give an ISO 8601 timestamp (2025-01-31T09:00:00Z) or a duration (15m, 2h, 7d)."
 _USER = "Give a user id or an email address."

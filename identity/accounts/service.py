@@ -11,15 +11,22 @@ import secrets
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import redis
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from identity import audit, logs, metrics, repositories
+from identity.accounts.errors import (
+    EmailNotVerified,
+    InvalidCode,
+    InvalidCredentials,
+    InvalidInput,
+    InvalidLink,
+    Throttled,
+)
+from identity.accounts.fields import clean_name, normalise_email
+from identity.accounts.passwords import PasswordHasher, PasswordPolicyError, check_policy
 from identity.audit import RequestContext
 from identity.config import Settings, SettingsError
 from identity.db import Database
@@ -27,81 +34,13 @@ from identity.limits import DEFAULT_LIMITS, RateLimiter, parse_overrides
 from identity.loop_redis import LoopRedis
 from identity.mail import Mailer
 from identity.models import User, VerificationChallenge, secret_digest, utcnow
-from identity.passwords import PasswordHasher, PasswordPolicyError, check_policy
+from identity.rendering import TEMPLATES_DIR
+from identity.token_families import TokenFamilies
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 CODE_LIFETIME = timedelta(minutes=10)
 CODE_ATTEMPTS = 5
 RESET_LIFETIME = timedelta(minutes=30)
 EMAIL_CHANGE_LIFETIME = timedelta(hours=24)
-
-
-class AccountError(Exception):
-    """A refusal the user can act on; ``str()`` is a friendly sentence."""
-
-    code = "invalid_request"
-
-
-class InvalidInput(AccountError):
-    """Field errors: ``fields`` maps a field name to its message."""
-
-    def __init__(self, fields: dict[str, str]) -> None:
-        super().__init__("; ".join(fields.values()))
-        self.fields = fields
-
-
-class InvalidCredentials(AccountError):
-    code = "invalid_credentials"
-
-    def __init__(self) -> None:
-        super().__init__("That email and password don't match an account.")
-
-
-class EmailNotVerified(AccountError):
-    code = "email_not_verified"
-
-    def __init__(self, email: str) -> None:
-        super().__init__("Verify your email address first: we've sent you a new code.")
-        self.email = email
-
-
-class Throttled(AccountError):
-    code = "too_many_attempts"
-
-    def __init__(self, retry_after: int) -> None:
-        minutes = max(1, (retry_after + 59) // 60)
-        super().__init__(f"Too many attempts. Try again in {minutes} minute{'s' * (minutes > 1)}.")
-        self.retry_after = retry_after
-
-
-class InvalidCode(AccountError):
-    code = "invalid_code"
-
-
-class InvalidLink(AccountError):
-    code = "invalid_link"
-
-    def __init__(self) -> None:
-        super().__init__("This link is invalid or has expired. Ask for a new one.")
-
-
-def normalise_email(raw: str) -> str:
-    """Trimmed, NFKC, lower-cased and syntactically valid, or InvalidInput."""
-    value = unicodedata.normalize("NFKC", raw.strip()).lower()
-    if not value or len(value) > 320:
-        raise InvalidInput({"email": "Enter a valid email address."})
-    try:
-        checked = validate_email(value, check_deliverability=False)
-    except EmailNotValidError:
-        raise InvalidInput({"email": "Enter a valid email address."}) from None
-    return str(checked.normalized).lower()
-
-
-def clean_name(raw: str) -> str:
-    name = unicodedata.normalize("NFKC", raw).strip()
-    if not name or len(name) > 200 or any(unicodedata.category(c) == "Cc" for c in name):
-        raise InvalidInput({"name": "Enter your name (up to 200 characters)."})
-    return name
 
 
 def _code_digest(user: User, code: str) -> str:
@@ -118,9 +57,8 @@ class Accounts:
     hasher: PasswordHasher
     mailer: Mailer
     limiter: RateLimiter
-    # The OAuth side's refresh tokens, given by the app once it is built; accounts may be
-    # used (the CLI) without it, then there are no refresh tokens to end.
-    refresh_tokens: Any = None
+    # Refresh-token families (and their access tokens) end with the credentials that made them.
+    families: TokenFamilies
 
     @classmethod
     def from_settings(
@@ -128,7 +66,8 @@ class Accounts:
         settings: Settings,
         database: Database,
         redis_client: redis.Redis | None,
-        loop_redis: LoopRedis | None = None,
+        loop_redis: LoopRedis | None,
+        families: TokenFamilies,
     ) -> Accounts:
         """The services as the settings configure them."""
         try:
@@ -143,6 +82,7 @@ class Accounts:
             ),
             mailer=Mailer(settings, TEMPLATES_DIR),
             limiter=RateLimiter(limits, redis_client, settings.redis_prefix, loop_redis=loop_redis),
+            families=families,
         )
 
     def now(self) -> datetime:
@@ -151,8 +91,7 @@ class Accounts:
     def end_everything(self, session: Session, user: User) -> None:
         """End every browser session and every refresh-token family of ``user``."""
         repositories.delete_user_sessions(session, user.id)
-        if self.refresh_tokens is not None:
-            self.refresh_tokens.revoke_for_user(session, user.id)
+        self.families.revoke_for_user(session, user.id)
 
     def set_password(self, session: Session, user: User, normalised: str) -> None:
         """Store a new (policy-checked) password and tell the owner by mail."""
@@ -168,8 +107,7 @@ class Accounts:
 
     def end_client_tokens(self, session: Session, user: User, client_id: str) -> None:
         """End the refresh-token families one client holds for ``user``."""
-        if self.refresh_tokens is not None:
-            self.refresh_tokens.revoke_for_user(session, user.id, client_id)
+        self.families.revoke_for_user(session, user.id, client_id)
 
     def link(self, path: str, token: str) -> str:
         # Links come from the issuer, never from the request's Host header.

@@ -9,7 +9,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from identity import audit, repositories
-from identity.accounts import Accounts, InvalidInput, clean_name, normalise_email
+from identity.accounts.errors import InvalidInput
+from identity.accounts.fields import clean_name, normalise_email
+from identity.accounts.service import Accounts
 from identity.audit import RequestContext
 from identity.models import User
 

@@ -5,16 +5,16 @@ limiters, code attempts, token lifetimes) lives there once."""
 
 from __future__ import annotations
 
-from identity import recovery
-from identity.api_calls import ApiCall, Result
-from identity.api_models import (
+from identity.accounts import recovery
+from identity.api.bodies import (
     AccountStatus,
     EmailRequest,
     RegisterRequest,
     ResetPasswordRequest,
     VerifyEmailRequest,
 )
-from identity.api_problems import invalid_input
+from identity.api.calls import ApiCall, Result
+from identity.api.problems import invalid_input
 
 CHECK_EMAIL = AccountStatus(status="check_email")
 

@@ -10,10 +10,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from identity import audit, repositories
-from identity.accounts import Throttled
+from identity.accounts.errors import Throttled
 from identity.models import DeviceAuthorization
 from identity.protocol.device import display_user_code, normalise_user_code
-from identity.web import Visit, accounts_of, message, read_form, redirect, render, transact
+from identity.web.pages import Visit, accounts_of, message, read_form, redirect, render, transact
 
 # Wrong codes are counted per IP on an existing limiter, under keys of their own.
 _LIMITER = "verify.account"

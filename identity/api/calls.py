@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from identity.accounts import Accounts
+from identity.accounts.service import Accounts
 from identity.audit import RequestContext
 from identity.models import User
 

@@ -7,10 +7,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from identity import audit, repositories, sessions
+from identity import audit, repositories
+from identity.accounts import sessions
 from identity.protocol.server import IdentityServer
 from identity.protocol.tokens import InvalidToken, read_id_token_hint
-from identity.web import Visit, message, read_form, redirect, render, transact
+from identity.web.pages import Visit, message, read_form, redirect, render, transact
 
 _FIELDS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
 

@@ -1,0 +1,1 @@
+"""The JSON API under ``/api/v1``: the operations table, routes, bodies, problems, handlers."""

@@ -1,0 +1,1 @@
+"""The ``identity`` command: ``main`` parses, one module per command group does the work."""

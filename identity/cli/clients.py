@@ -1,0 +1,85 @@
+"""``identity clients``: register, list, show and delete OAuth clients."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from identity import audit, repositories
+from identity.cli.common import CommandError, emit, open_database
+from identity.config import Settings
+from identity.protocol import clients
+
+
+def clients_create(args: argparse.Namespace, settings: Settings) -> None:
+    database = open_database(settings)
+    with database.transaction() as session:
+        registered = clients.register_client(
+            session,
+            name=args.name,
+            redirect_uris=args.redirect_uri or [],
+            grant_types=args.grant_type or [],
+            scope=args.scope or "",
+            audience=args.audience or [],
+            public=args.public,
+            first_party=args.first_party,
+            post_logout_redirect_uris=args.post_logout_redirect_uri or [],
+            refresh_without_offline_access=args.refresh_without_offline_access,
+            context=audit.RequestContext.command_line(),
+        )
+        data = {**clients.describe(registered.client), "client_secret": registered.secret}
+    secret_line = (
+        f"client_secret: {registered.secret}\n(shown once: store it now)"
+        if registered.secret
+        else "public client: no secret"
+    )
+    emit(args, data, f"client_id: {data['client_id']}\n{secret_line}")
+
+
+def clients_list(args: argparse.Namespace, settings: Settings) -> None:
+    with open_database(settings).transaction() as session:
+        rows = [clients.describe(c) for c in repositories.list_clients(session)]
+    text = "\n".join(f"{r['client_id']}  {r['name']}  {' '.join(r['grant_types'])}" for r in rows)  # type: ignore[arg-type]
+    emit(args, rows, text or "no clients")
+
+
+def clients_show(args: argparse.Namespace, settings: Settings) -> None:
+    with open_database(settings).transaction() as session:
+        client = repositories.get_client(session, args.client_id)
+        if client is None:
+            raise CommandError(f"no client {args.client_id!r}")
+        data = clients.describe(client)
+    emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
+def clients_delete(args: argparse.Namespace, settings: Settings) -> None:
+    with open_database(settings).transaction() as session:
+        clients.delete_client(session, args.client_id, audit.RequestContext.command_line())
+    emit(args, {"deleted": args.client_id}, f"deleted {args.client_id}")
+
+
+def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``clients create|list|show|delete``."""
+    client_commands = commands.add_parser("clients", help="OAuth clients").add_subparsers(
+        dest="action", required=True
+    )
+    create = client_commands.add_parser("create", parents=[common], help="register a client")
+    create.add_argument("--name", required=True)
+    create.add_argument("--redirect-uri", action="append", metavar="URI")
+    create.add_argument("--grant-type", action="append", choices=clients.GRANT_TYPES)
+    create.add_argument("--scope", help="space-separated scopes the client may ask for")
+    create.add_argument("--audience", action="append", metavar="URI", help="aud of its tokens")
+    create.add_argument("--public", action="store_true", help="no secret (native/SPA + PKCE)")
+    create.add_argument("--first-party", action="store_true", help="our own app (skips consent)")
+    create.add_argument("--post-logout-redirect-uri", action="append", metavar="URI")
+    create.add_argument(
+        "--refresh-without-offline-access",
+        action="store_true",
+        help="confidential client: refresh tokens even without the offline_access scope",
+    )
+    create.set_defaults(handler=clients_create)
+    client_commands.add_parser("list", parents=[common]).set_defaults(handler=clients_list)
+    for name, handler in (("show", clients_show), ("delete", clients_delete)):
+        one = client_commands.add_parser(name, parents=[common])
+        one.add_argument("client_id")
+        one.set_defaults(handler=handler)

@@ -1,0 +1,67 @@
+"""``identity keys``: list, rotate and retire the signing keys."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from identity import audit
+from identity.cli.common import emit, open_database
+from identity.config import Settings
+from identity.services import key_store
+
+
+def keys_list(args: argparse.Namespace, settings: Settings) -> None:
+    store = key_store(settings)
+    store.ensure()
+    rows = [r.as_dict() for r in store.records()]
+    text = "\n".join(f"{r['kid']}  {r['state']:<8} created {r['created_at']}" for r in rows)
+    emit(args, rows, text)
+
+
+def keys_rotate(args: argparse.Namespace, settings: Settings) -> None:
+    store = key_store(settings)
+    store.ensure()
+    promoted = store.rotate()
+    with open_database(settings).transaction() as session:
+        audit.record(
+            session,
+            "key.rotated",
+            context=audit.RequestContext.command_line(),
+            actor="admin",
+            detail={"kid": promoted.kid},
+        )
+    emit(args, promoted.as_dict(), f"{promoted.kid} signs now; the old key is retired")
+
+
+def keys_retire(args: argparse.Namespace, settings: Settings) -> None:
+    store = key_store(settings)
+    store.ensure()  # as list and rotate do: a fresh folder gets its keys, not a traceback
+    removed = store.retire(args.kid, force=args.force)
+    if removed:
+        with open_database(settings).transaction() as session:
+            audit.record(
+                session,
+                "key.retired",
+                context=audit.RequestContext.command_line(),
+                actor="admin",
+                detail={"kids": removed, "forced": args.force},
+            )
+    emit(args, {"removed": removed}, "\n".join(removed) or "no retired key is due for removal")
+
+
+def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``keys list|rotate|retire``."""
+    key_commands = commands.add_parser("keys", help="signing keys").add_subparsers(
+        dest="action", required=True
+    )
+    key_commands.add_parser("list", parents=[common]).set_defaults(handler=keys_list)
+    key_commands.add_parser(
+        "rotate", parents=[common], help="the published next key starts signing"
+    ).set_defaults(handler=keys_rotate)
+    retire = key_commands.add_parser(
+        "retire", parents=[common], help="delete retired keys whose tokens have all expired"
+    )
+    retire.add_argument("--kid", help="one retired key")
+    retire.add_argument("--force", action="store_true", help="even if tokens may still be live")
+    retire.set_defaults(handler=keys_retire)
