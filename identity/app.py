@@ -23,7 +23,7 @@ from starlette.routing import Route
 from identity import protocol, rendering, repositories
 from identity.accounts.sessions import SessionPolicy
 from identity.api.problems import Problem
-from identity.api.routes import api_routes
+from identity.api.routes import OPERATIONS, api_routes
 from identity.config import Settings
 from identity.db import Database
 from identity.logs import RequestLogMiddleware
@@ -194,7 +194,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *account_routes(),
         *device_routes(),
         *api_routes(settings),
-        *openapi_routes(settings),
+        *openapi_routes(settings, OPERATIONS),
         rendering.static_files(),
     ]
     middleware = [

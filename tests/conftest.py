@@ -70,6 +70,18 @@ def pytest_configure(config: pytest.Config) -> None:
     logging.getLogger("identity").setLevel(logging.DEBUG)
 
 
+_MARKED_FOLDERS = {"system": "system", "browser": "browser"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/system and tests/browser carry their folder's marker, so the fast
+    loop (``-m "not system and not browser"``) leaves them out."""
+    for item in items:
+        folder = item.path.parent.name
+        if folder in _MARKED_FOLDERS:
+            item.add_marker(getattr(pytest.mark, _MARKED_FOLDERS[folder]))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if any log line of any test held a secret some test used."""
     # The tests' own HTTP client and SMTP sink log whole URLs and mails: those are the

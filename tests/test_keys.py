@@ -42,6 +42,7 @@ def test_first_start_makes_one_active_and_one_next_key_in_private_files(tmp_path
     assert stat.S_IMODE((tmp_path / "keys").stat().st_mode) == 0o700
 
 
+@pytest.mark.system
 def test_four_workers_starting_at_once_make_exactly_one_key_set(tmp_path: Path) -> None:
     directory = tmp_path / "keys"
     script = (

@@ -192,6 +192,7 @@ def test_a_trusted_proxy_forwarding_a_remote_client_is_refused(
 
 
 @pytest.mark.parametrize("workers", [2, 1])
+@pytest.mark.system
 def test_served_workers_add_up_to_every_request(
     workers: int,
     database: Database,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -26,6 +26,8 @@ class RequestBody(BaseModel):
     sent as ``null``."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+    # Read by the OpenAPI document: optional fields are left out, never sent as null.
+    refuses_null: ClassVar[bool] = True
 
     @field_validator("*", mode="before")
     @classmethod

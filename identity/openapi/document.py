@@ -1,8 +1,9 @@
 """The OpenAPI 3.1 document of the JSON account API and the OAuth endpoints, served at
 ``/openapi.json``, and the ``/docs`` page that renders it.
 
-The ``/api/v1`` part is built from ``identity.api.OPERATIONS`` and their pydantic models, so
-it cannot drift from the code; the OAuth part (form-encoded, answered by Authlib) is written
+The ``/api/v1`` part is built from the API's operations table (handed in by the app, so this
+surface does not import the ``api`` one) and their pydantic models, so it cannot drift from
+the code; the OAuth part (form-encoded, answered by Authlib) is written
 by hand here. The document is built once, when the routes are made.
 """
 
@@ -13,7 +14,7 @@ import re
 from collections.abc import Sequence
 from http import HTTPStatus
 from importlib import metadata
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
@@ -22,8 +23,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from identity import rendering
-from identity.api.bodies import RequestBody
-from identity.api.routes import OPERATIONS, Operation
 from identity.config import Settings
 from identity.openapi.oauth import oauth_paths
 from identity.openapi.schemas import (
@@ -40,6 +39,34 @@ from identity.openapi.schemas import (
     json_body,
     ref,
 )
+
+
+class Operation(Protocol):
+    """What the document reads of one API operation (``identity.api.routes.Operation``)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def request(self) -> type[BaseModel] | None: ...
+    @property
+    def response(self) -> type[BaseModel] | None: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def errors(self) -> tuple[int, ...]: ...
+    @property
+    def auth(self) -> bool: ...
+    @property
+    def query(self) -> type[BaseModel] | None: ...
+    @property
+    def other_successes(self) -> tuple[tuple[int, type[BaseModel] | None], ...]: ...
+    @property
+    def admin(self) -> bool: ...
+
 
 # -- the /api/v1 operations --------------------------------------------------------------------
 
@@ -72,7 +99,7 @@ def _component_schemas(operations: Sequence[Operation]) -> tuple[dict[Any, Any],
     if clash:
         raise ValueError(f"API models clash with fixed schema names: {sorted(clash)}")
     for model, mode in wanted:
-        if mode == "validation" and issubclass(model, RequestBody):
+        if mode == "validation" and getattr(model, "refuses_null", False):
             # A RequestBody refuses null: an optional field is left out, never sent as null.
             schema = schemas[refs[(model, mode)]["$ref"].rsplit("/", 1)[1]]
             properties = schema.get("properties", {})
@@ -166,12 +193,9 @@ def _version() -> str:
         return "0.0.0"
 
 
-def openapi_document(
-    settings: Settings, operations: Sequence[Operation] | None = None
-) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of ``operations`` (default: the account API's) and of the
-    OAuth endpoints."""
-    operations = OPERATIONS if operations is None else operations
+def openapi_document(settings: Settings, operations: Sequence[Operation]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``operations`` (the JSON API's) and of the OAuth
+    endpoints."""
     refs, schemas = _component_schemas(operations)
     paths: dict[str, dict[str, Any]] = {}
     for operation in operations:
@@ -202,9 +226,9 @@ def openapi_document(
     }
 
 
-def openapi_routes(settings: Settings) -> list[BaseRoute]:
+def openapi_routes(settings: Settings, operations: Sequence[Operation]) -> list[BaseRoute]:
     """``GET /openapi.json`` (the document, built now) and ``GET /docs`` (a page showing it)."""
-    body = json.dumps(openapi_document(settings), separators=(",", ":")).encode()
+    body = json.dumps(openapi_document(settings, operations), separators=(",", ":")).encode()
 
     async def openapi_json(request: Request) -> Response:
         return Response(

@@ -15,9 +15,8 @@ from starlette.testclient import TestClient
 from identity.config import Settings
 from identity.db import Database
 from identity.models import AuditEvent, BrowserSession, OneTimeToken, User
-
-from .conftest import MailSink
-from .web_helpers import PASSWORD, Browser, code_from, csrf_of, link_from, registered
+from tests.conftest import MailSink
+from tests.web_helpers import PASSWORD, Browser, code_from, csrf_of, link_from, registered
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from .conftest import free_port, stop_process
+from tests.conftest import free_port, stop_process
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 

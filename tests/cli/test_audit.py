@@ -22,10 +22,9 @@ from identity import audit
 from identity.config import Settings
 from identity.db import Database
 from identity.models import AuditEvent, User
-
-from .conftest import MailSink
-from .conftest import run_main as _run
-from .web_helpers import PASSWORD, Browser, code_from, csrf_of, link_from
+from tests.conftest import MailSink
+from tests.conftest import run_main as _run
+from tests.web_helpers import PASSWORD, Browser, code_from, csrf_of, link_from
 
 SECOND_PASSWORD = "amber-quartz-lantern-17"
 THIRD_PASSWORD = "mossy-violin-harbor-88"
@@ -237,6 +236,7 @@ def test_follow_polls_by_id_in_fresh_transactions(env: None, database: Database)
     assert [row["id"] for row in rows] == later and len(later) == 2
 
 
+@pytest.mark.system
 def test_tail_ends_with_status_zero_on_ctrl_c(
     env: None, database: Database, tmp_path: Path
 ) -> None:

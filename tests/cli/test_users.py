@@ -13,9 +13,8 @@ from identity.accounts.profile import describe_user_agent
 from identity.config import Settings
 from identity.db import Database
 from identity.models import AuditEvent, BrowserSession, User
-
-from .conftest import run_main as _run
-from .web_helpers import PASSWORD, Browser
+from tests.conftest import run_main as _run
+from tests.web_helpers import PASSWORD, Browser
 
 
 def test_users_create_list_show(env: None, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""Three ``identity serve`` instances behind deploy/nginx.conf, for tests/test_scale_out.py.
+"""Three ``identity serve`` instances behind deploy/nginx.conf, for tests/system/test_scale_out.py.
 
 The instances share what deploy/nginx.conf says they must: the issuer (nginx's URL), the
 database, Redis and its prefix (when there is one) and one keys folder. nginx runs the
@@ -29,8 +29,7 @@ from cryptography.x509.oid import NameOID
 
 from identity.db import Database
 from identity.models import Base
-
-from .conftest import (
+from tests.conftest import (
     free_port,
     remember_secret,
     run_cli,
@@ -38,10 +37,10 @@ from .conftest import (
     stop_process,
     wait_until_up,
 )
-from .web_helpers import PASSWORD
+from tests.web_helpers import PASSWORD
 
 NGINX = Path("/usr/sbin/nginx")
-CONF = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
+CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
 RELOAD_SECONDS = 1.0  # IDENTITY_KEYS_RELOAD_SECONDS of every instance
 
 T = TypeVar("T")

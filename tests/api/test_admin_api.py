@@ -25,10 +25,9 @@ from identity.db import Database
 from identity.models import AuditEvent, utcnow
 from identity.openapi.document import openapi_document
 from identity.protocol import clients
-
-from .conftest import ISSUER
-from .test_openapi import CHECKS, EXAMPLES
-from .web_helpers import PASSWORD
+from tests.conftest import ISSUER
+from tests.openapi.test_document import CHECKS, EXAMPLES
+from tests.web_helpers import PASSWORD
 
 MakeClient = Callable[..., tuple[str, str | None]]
 PROBLEM = "application/problem+json"
@@ -415,7 +414,7 @@ def test_the_client_credentials_grant_issues_a_working_admin_token(
 def test_the_document_describes_the_admin_operation(settings_for: Callable[..., Settings]) -> None:
     [operation] = [o for o in OPERATIONS if o.path == URL]
     assert operation.admin and operation.auth and operation.method == "GET"
-    spec = openapi_document(settings_for())["paths"][URL]["get"]
+    spec = openapi_document(settings_for(), OPERATIONS)["paths"][URL]["get"]
     assert spec["security"] == [{"bearerAuth": []}]
     assert "admin" in spec["summary"]
     assert {p["name"] for p in spec["parameters"]} == {

@@ -1,6 +1,6 @@
 """Scale-out: three ``identity serve`` instances behind deploy/nginx.conf are one issuer.
 
-The instances (tests/scale_out_cluster.py) share the test database, Redis and its prefix
+The instances (tests/system/scale_out_cluster.py) share the test database, Redis and its prefix
 (when IDENTITY_TEST_REDIS_URL is set) and one keys folder. On the SQLite run they share one
 SQLite file, which several processes on one host may (WAL), and each counts its rate limits
 alone: the one test that needs Redis skips there. Each instance is also reached directly on
@@ -27,9 +27,8 @@ from identity.config import Settings
 from identity.db import Database
 from identity.keys import KeyStore
 from identity.models import AuditEvent
-
-from .conftest import remember_secret, run_cli
-from .scale_out_cluster import (
+from tests.conftest import remember_secret, run_cli
+from tests.system.scale_out_cluster import (
     NGINX,
     RELOAD_SECONDS,
     Auth,
@@ -38,7 +37,7 @@ from .scale_out_cluster import (
     json_lines,
     start_cluster,
 )
-from .web_helpers import PASSWORD
+from tests.web_helpers import PASSWORD
 
 # The test talks to nginx from this loopback address, so "the client's IP" differs from
 # nginx's own (127.0.0.1, the only trusted proxy).

@@ -42,11 +42,16 @@ from identity.models import (
 )
 from identity.protocol import clients
 from identity.services import build_services
-
-from .conftest import MailSink, free_port, served_environment, wait_until_up
-from .faults_helpers import PrivatePostgres, PrivateRedis
-from .protocol.test_authorize import CALLBACK, Flow, callback_params, exchange, login_and_consent
-from .web_helpers import PASSWORD, Browser, csrf_of
+from tests.conftest import MailSink, free_port, served_environment, wait_until_up
+from tests.protocol.test_authorize import (
+    CALLBACK,
+    Flow,
+    callback_params,
+    exchange,
+    login_and_consent,
+)
+from tests.system.faults_helpers import PrivatePostgres, PrivateRedis
+from tests.web_helpers import PASSWORD, Browser, csrf_of
 
 AppFor = Callable[[Settings], TestClient]
 SettingsFor = Callable[..., Settings]

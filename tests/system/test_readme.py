@@ -11,10 +11,9 @@ from typing import Any
 import httpx
 
 from identity.db import Database
+from tests.conftest import free_port, run_cli, served_environment, stop_process, wait_until_up
 
-from .conftest import free_port, run_cli, served_environment, stop_process, wait_until_up
-
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def _block(name: str) -> str:

@@ -7,7 +7,7 @@ import time
 import httpx
 import jwt as pyjwt
 
-from .conftest import run_cli
+from tests.conftest import run_cli
 
 
 def test_pyjwkclient_validates_a_token_from_a_served_instance(

@@ -8,8 +8,7 @@ import pytest
 
 from identity.cli.main import main
 from identity.protocol.clients import new_client_id
-
-from .conftest import run_main as _run
+from tests.conftest import run_main as _run
 
 
 def test_clients_create_prints_the_secret_once(
