@@ -368,6 +368,9 @@ def env(
     monkeypatch.setenv("IDENTITY_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("IDENTITY_KEYS_DIR", str(tmp_path / "keys"))
     monkeypatch.setenv("IDENTITY_MIGRATE_ON_START", "0")
+    if settings.redis_url:  # the same Redis as the app's, as an operator's shell has
+        monkeypatch.setenv("IDENTITY_REDIS_URL", settings.redis_url)
+        monkeypatch.setenv("IDENTITY_REDIS_PREFIX", settings.redis_prefix)
     for name in ("TIME_COST", "MEMORY_KIB", "PARALLELISM"):
         monkeypatch.setenv(f"IDENTITY_ARGON2_{name}", "8" if name == "MEMORY_KIB" else "1")
 

@@ -86,6 +86,46 @@ def test_disabling_a_user_ends_their_sessions_and_blocks_login(
     assert visitor.login("off@example.com").status_code == 303
 
 
+def test_disabling_a_user_ends_their_refresh_token_families_for_good(
+    env: None,
+    capsys: pytest.CaptureFixture[str],
+    app_for: Callable[[Settings], TestClient],
+    settings_for: Callable[..., Settings],
+    make_client: Callable[..., tuple[str, str | None]],
+) -> None:
+    http = app_for(settings_for(password_grant=True))
+    client_id, secret = make_client(
+        grant_types=["password", "refresh_token"], first_party=True, scope="offline_access"
+    )
+    assert secret is not None
+    _run(
+        capsys, "users", "create", "--email", "rt@example.com", "--password", PASSWORD, "--verified"
+    )
+    tokens = http.post(
+        "/oauth2/token",
+        data={
+            "grant_type": "password",
+            "username": "rt@example.com",
+            "password": PASSWORD,
+            "scope": "offline_access",
+        },
+        auth=(client_id, secret),
+    ).json()
+    assert "refresh_token" in tokens
+    assert _run(capsys, "users", "disable", "rt@example.com")[0] == 0
+    assert _run(capsys, "users", "enable", "rt@example.com")[0] == 0
+    refreshed = http.post(
+        "/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        auth=(client_id, secret),
+    )
+    assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"
+    introspected = http.post(
+        "/oauth2/introspect", data={"token": tokens["access_token"]}, auth=(client_id, secret)
+    )
+    assert introspected.json() == {"active": False}
+
+
 def test_deleting_a_user_removes_the_account_and_its_sessions(
     env: None,
     capsys: pytest.CaptureFixture[str],
