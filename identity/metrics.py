@@ -26,6 +26,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from identity import repositories
+from identity.bearer import bearer_token
 from identity.config import Settings
 from identity.db import Database
 from identity.security import client_ip
@@ -192,9 +193,9 @@ def scrape_allowed(request: Request, settings: Settings) -> bool:
     a loopback client that no untrusted proxy forwarded (a local proxy that is not listed in
     ``IDENTITY_TRUSTED_PROXIES`` would make every visitor look like loopback)."""
     if settings.metrics_token is not None:
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            presented.strip().encode(), settings.metrics_token.encode()
+        presented = bearer_token(request.headers)
+        return presented is not None and hmac.compare_digest(
+            presented.encode(), settings.metrics_token.encode()
         )
     address = client_ip(request, settings.trusted_proxies)
     if address is None or not _is_loopback(address):

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -63,15 +62,14 @@ from identity.api.problems import (
     not_found,
     unauthenticated,
 )
+from identity.bearer import bearer_token
 from identity.config import Settings
 from identity.lanes import Lanes, carries_password
-from identity.protocol.grants import ACCOUNT_SCOPE, account_audience
+from identity.protocol.scopes import ACCOUNT_SCOPE, ADMIN_SCOPE, account_audience
 from identity.protocol.tokens import InvalidToken, read_access_token
 from identity.security import request_context
 
 PREFIX = "/api/v1"
-# The scope of the operator endpoints (``/api/v1/admin``), on a client_credentials token.
-ADMIN_SCOPE = "admin"
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -193,12 +191,11 @@ OPERATIONS: tuple[Operation, ...] = (
 # -- the request pipeline -------------------------------------------------------------------------
 
 
-def _bearer_token(headers: Headers) -> str:
-    """The token of ``Authorization: Bearer``; 401 without a challenge error when absent."""
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
+def _required_token(request: Request) -> str:
+    """The bearer token; 401 without a challenge error when absent (RFC 6750 §3.1)."""
+    token = bearer_token(request.headers)
+    if token is None:
         raise unauthenticated(None, "This operation needs a bearer access token.")
-    token = token.strip()
     if not token:
         raise unauthenticated("invalid_token", "The access token is empty.")
     return token
@@ -304,7 +301,7 @@ async def _handle(request: Request, operation: Operation, settings: Settings) ->
     oauth = request.app.state.oauth
     context = request_context(request, settings.trusted_proxies)
     try:
-        token = _bearer_token(request.headers) if operation.auth else ""
+        token = _required_token(request) if operation.auth else ""
         raw = await request.body() if operation.request is not None else b""
     except Problem as problem:
         return problem.response()

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from identity import audit, repositories
 from identity.models import Client, secret_digest
+from identity.protocol.scopes import ACCOUNT_SCOPE
 
 GRANT_TYPES = (
     "authorization_code",
@@ -117,7 +118,7 @@ def register_client(
         )
     if public and _CONFIDENTIAL_ONLY.intersection(grants):
         raise ClientRegistrationError("a public client cannot use client_credentials")
-    if "account" in scope.split() and not first_party:
+    if ACCOUNT_SCOPE in scope.split() and not first_party:
         raise ClientRegistrationError("only a --first-party client may have the account scope")
     if "password" in grants and not first_party:
         raise ClientRegistrationError("only a --first-party client may use the password grant")

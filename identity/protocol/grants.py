@@ -24,18 +24,9 @@ from identity.models import (
     secret_digest,
     utcnow,
 )
+from identity.protocol.scopes import ACCOUNT_SCOPE, ADMIN_SCOPE, account_audience
 from identity.protocol.server import StarletteOAuth2Request, current_session
 from identity.protocol.tokens import Authentication
-
-# The scope of the JSON account API (``/api/v1``): first-party clients only, and a user
-# grant that carries it gets the API's audience too.
-ACCOUNT_SCOPE = "account"
-ADMIN_SCOPE = "admin"  # the operators' audit API: client-credentials tokens only
-
-
-def account_audience(issuer: str) -> str:
-    """The ``aud`` the JSON account API accepts: ``{issuer}/api/v1``."""
-    return f"{issuer}/api/v1"
 
 
 def _with_account_audience(
@@ -55,7 +46,8 @@ def _with_account_audience(
 
 
 class InvalidTargetError(OAuth2Error):  # type: ignore[misc]
-    """RFC 8707 §2: the requested resource is unknown or not allowed for this client."""
+    """RFC 8707 §2: the requested resource is unknown or not allowed for this client.
+    (Authlib 1.9 has no RFC 8707 module, so no error class of its own for it.)"""
 
     error = "invalid_target"
 
@@ -90,9 +82,11 @@ def granted_scope(client: Client, requested: str | None) -> str:
 class IssuingGrant:
     """Issues tokens through our signer, so every grant gets the same claims and audit.
 
-    A grant that acts for a user overrides ``authentication`` (when and how the user logged
-    in) and may override ``audience`` and ``refresh_family``; a refresh token is added when
-    the server's refresh-token policy says so."""
+    ``generate_token`` is the one override of Authlib's token hook; grants adjust it through
+    small methods instead of repeating its signature. A grant that acts for a user overrides
+    ``authentication`` (when and how the user logged in) and may override ``audience``,
+    ``refresh_family`` and ``extra_token_fields``; a refresh token is added when the
+    server's refresh-token policy says so."""
 
     request: StarletteOAuth2Request
     server: Any
@@ -108,6 +102,9 @@ class IssuingGrant:
         """(family_id, parent row) when this grant rotates a refresh token."""
         return None
 
+    def extra_token_fields(self, token: dict[str, Any], user: Any, scope: str) -> None:
+        """Add grant-specific members to the token response (the code grant's ID token)."""
+
     def generate_token(
         self,
         user: Any = None,
@@ -116,6 +113,9 @@ class IssuingGrant:
         expires_in: int | None = None,
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
+        """Authlib's hook, with its signature: the access token from our signer, a refresh
+        token when policy allows, then the grant's extra fields. ``grant_type`` and
+        ``expires_in`` are ignored: the lifetime is the issuer's, the same for every grant."""
         client: Client = self.request.client
         audience = _with_account_audience(
             self.audience(), scope, user, self.server.issuer.issuer, client.client_id
@@ -158,6 +158,9 @@ class IssuingGrant:
                 family_id=family[0] if family else None,
                 parent=family[1] if family else None,
             )
+        self.extra_token_fields(token, user, scope or "")
+        # What this request issued, for hooks that run after it (delete_authorization_code).
+        self.request.token = token
         return token
 
 
@@ -281,27 +284,18 @@ class AuthorizationCodeGrant(IssuingGrant, grants.AuthorizationCodeGrant):  # ty
         code: AuthorizationCode = self.request.authorization_code
         return Authentication(code.auth_time, tuple(code.amr), code.session_id)
 
-    def generate_token(
-        self,
-        user: Any = None,
-        scope: str | None = None,
-        grant_type: str | None = None,
-        expires_in: int | None = None,
-        include_refresh_token: bool = True,
-    ) -> dict[str, Any]:
-        token = super().generate_token(user, scope, grant_type, expires_in, include_refresh_token)
+    def extra_token_fields(self, token: dict[str, Any], user: Any, scope: str) -> None:
+        """OIDC Core 3.1.3.3: an ID token when the code was issued for ``openid``."""
         code: AuthorizationCode = self.request.authorization_code
-        if user is not None and "openid" in (scope or "").split():
+        if user is not None and "openid" in scope.split():
             token["id_token"] = self.server.id_tokens.issue(
                 client_id=code.client_id,
                 subject=str(user.id),
                 authentication=self.authentication(),
                 nonce=code.nonce,
                 access_token=token["access_token"],
-                claims=user_claims(user, scope or ""),
+                claims=user_claims(user, scope),
             )
-        self.request.token = token
-        return token
 
 
 def user_claims(user: User, scope: str) -> dict[str, Any]:

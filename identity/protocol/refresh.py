@@ -181,28 +181,15 @@ class RefreshTokenGrant(IssuingGrant, grants.RefreshTokenGrant):  # type: ignore
         assert self._parent is not None
         return self._parent.row.family_id, self._parent
 
-    def generate_token(
-        self,
-        user: Any = None,
-        scope: str | None = None,
-        grant_type: str | None = None,
-        expires_in: int | None = None,
-        include_refresh_token: bool = True,
-    ) -> dict[str, Any]:
+    def issue_token(self, user: User, refresh_token: RefreshTokenView) -> dict[str, Any]:
+        """Authlib's hook for the refresh grant's token: a grace retry repeats the successor
+        already issued (with its scope) and gets only a new access token."""
         successor = self._grace_successor
         if successor is None:
-            return super().generate_token(
-                user=user,
-                scope=scope,
-                grant_type=grant_type,
-                expires_in=expires_in,
-                include_refresh_token=include_refresh_token,
-            )
-        # A grace retry: the same successor (and its scope) with a new access token.
+            token: dict[str, Any] = super().issue_token(user, refresh_token)
+            return token
         assert self._parent is not None
-        token = super().generate_token(
-            user=user, scope=successor.scope, grant_type=grant_type, include_refresh_token=False
-        )
+        token = self.generate_token(user=user, scope=successor.scope, include_refresh_token=False)
         self._service.reattach_access(current_session(), successor, self.request.issued[-1])
         token["refresh_token"] = successor_value(self._parent.raw)
         return token

@@ -1,4 +1,23 @@
-"""RFC 9068 JWT access tokens: issuing them and reading them back as a resource server would."""
+"""RFC 9068 JWT access tokens: issuing them and reading them back as a resource server would.
+
+Signed and checked here with joserfc, not through Authlib's ``rfc9068`` generator and
+validator:
+
+- Reading is on the hot paths that run in the event loop (introspection, UserInfo):
+  ``read_access_token`` is a plain function of a string and the cached key ring, with no
+  per-request Authlib objects. The validator is part of Authlib's resource protector and
+  raises its RFC 6750 errors, where the JSON API and UserInfo each answer in their own shape.
+- Keys are loaded once and kept (``KeyStore.ring`` reloads only when the manifest changes);
+  the generator's ``get_jwks`` is imported again for every token it signs. The header names
+  the active key (``kid``) itself, where a key set of several keys would make joserfc pick
+  one at random.
+- Validation pins what RFC 8725 asks: ``alg`` is RS256 only (the validator accepts any of
+  joserfc's recommended HS256, RS256, ES256), the key comes only from our key set by
+  ``kid``, and ``typ`` must say ``at+jwt`` (the validator lets a token without ``typ``
+  through).
+- Issuing returns the claims with the token, which audit, the denylist and refresh families
+  need, and ``aud`` follows RFC 8707 ``resource``, which the generator does not implement.
+"""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from identity.bearer import bearer_token
 from identity.models import User
 from identity.protocol.grants import user_claims
 from identity.protocol.server import IdentityServer
@@ -30,9 +31,12 @@ def _bearer_error(status: int, error: str | None, description: str = "") -> Resp
 
 
 async def _token_of(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip()
+    """The header's bearer token, else the form's ``access_token`` (RFC 6750 §2.1, §2.2)."""
+    token = bearer_token(request.headers)
+    if token:
+        return token
+    # A "Bearer" header with nothing after it is no token, so the form may still carry one
+    # (HTTP servers strip trailing whitespace: "Bearer " arrives as "Bearer").
     if request.method == "POST" and request.headers.get("content-type", "").startswith(
         "application/x-www-form-urlencoded"
     ):

@@ -9,14 +9,13 @@ unknown client or redirect URI gets an error page and no redirect at all.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from authlib.common.urls import add_params_to_uri
-from authlib.oauth2.rfc6749 import OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -46,29 +45,18 @@ class ScopeView:
     description: str
 
 
-class LoginRequired(OAuth2Error):  # type: ignore[misc]
-    error = "login_required"
-
-
-class ConsentRequired(OAuth2Error):  # type: ignore[misc]
-    error = "consent_required"
-
-
 def _server(request: Request) -> IdentityServer:
     server: IdentityServer = request.app.state.oauth
     return server
 
 
-@contextmanager
-def _bound(
-    server: IdentityServer, visit: Visit, oauth_request: StarletteOAuth2Request
-) -> Iterator[None]:
-    with server.using(visit.db, oauth_request):
-        yield
-
-
 def _with_iss(response: Response, issuer: str, status: int | None = None) -> Response:
-    """RFC 9207: tell the client who answered, on success and on error."""
+    """RFC 9207: tell the client who answered, on success and on error.
+
+    Not Authlib's ``rfc9207.IssuerParameter``: it hooks only
+    ``create_authorization_response``, so the error redirects made here from
+    ``get_consent_grant`` and ``prompt=none`` would go out without ``iss``; and it rewrites
+    a ``response.location`` attribute that Starlette's responses do not have."""
     location = response.headers.get("location")
     if location:
         response.headers["location"] = add_params_to_uri(location, [("iss", issuer)])
@@ -138,7 +126,7 @@ async def authorize(request: Request) -> Response:
         )
 
     def start(visit: Visit) -> Response:
-        with _bound(server, visit, oauth_request):
+        with server.using(visit.db, oauth_request):
             try:
                 server.get_consent_grant(oauth_request, end_user=None)
                 _check_prompt(oauth_request)
@@ -159,14 +147,10 @@ async def authorize(request: Request) -> Response:
 def _check_prompt(oauth_request: StarletteOAuth2Request) -> None:
     prompts = set((oauth_request.payload.data.get("prompt") or "").split())
     if not prompts <= _PROMPTS or ("none" in prompts and len(prompts) > 1):
-        error = OAuth2Error("Unsupported or contradictory prompt.")
-        error.error = "invalid_request"
-        raise error
+        raise InvalidRequestError("Unsupported or contradictory prompt.")
     max_age = oauth_request.payload.data.get("max_age")
     if max_age is not None and (not max_age.isdigit() or len(max_age) > 9):
-        error = OAuth2Error("max_age must be a whole number of seconds.")
-        error.error = "invalid_request"
-        raise error
+        raise InvalidRequestError("max_age must be a whole number of seconds.")
 
 
 def _continue(request: Request, visit: Visit, rid: str) -> Response:
@@ -183,7 +167,7 @@ def _continue(request: Request, visit: Visit, rid: str) -> Response:
         )
     params: dict[str, str] = entry["params"]
     oauth_request = _rebuild(request, visit, params)
-    with _bound(server, visit, oauth_request):
+    with server.using(visit.db, oauth_request):
         try:
             grant = server.get_consent_grant(oauth_request, end_user=visit.user)
             _check_prompt(oauth_request)
@@ -207,7 +191,10 @@ def _continue(request: Request, visit: Visit, rid: str) -> Response:
         if needs_login:
             if "none" in prompts:
                 return _fail(
-                    request, visit, oauth_request, _redirectable(LoginRequired(), oauth_request)
+                    request,
+                    visit,
+                    oauth_request,
+                    _redirectable(LoginRequiredError(), oauth_request),
                 )
             target = "/signup" if "create" in prompts else "/login"
             query = {"next": f"/oauth2/authorize/resume?rid={rid}"}
@@ -225,7 +212,7 @@ def _continue(request: Request, visit: Visit, rid: str) -> Response:
                         request,
                         visit,
                         oauth_request,
-                        _redirectable(ConsentRequired(), oauth_request),
+                        _redirectable(ConsentRequiredError(), oauth_request),
                     )
                 return render(
                     request,
@@ -284,7 +271,7 @@ async def consent(request: Request) -> Response:
         if entry is None or visit.user is None:
             return _continue(request, visit, rid)
         oauth_request = _rebuild(request, visit, entry["params"])
-        with _bound(server, visit, oauth_request):
+        with server.using(visit.db, oauth_request):
             try:
                 grant = server.get_consent_grant(oauth_request, end_user=visit.user)
             except OAuth2Error as error:
