@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,13 +9,12 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from identity import audit, repositories
+from identity.accounts.emailed_secrets import EMAIL_CHANGE
 from identity.accounts.errors import InvalidInput, InvalidLink, Throttled
 from identity.accounts.fields import clean_name, normalise_email
-from identity.accounts.service import EMAIL_CHANGE_LIFETIME, Accounts
+from identity.accounts.service import Accounts
 from identity.audit import RequestContext
-from identity.models import BrowserSession, OneTimeToken, User, secret_digest
-
-EMAIL_CHANGE = "email_change"
+from identity.models import BrowserSession, User
 
 
 @dataclass(frozen=True)
@@ -116,28 +114,14 @@ def request_email_change(
     _require_password(accounts, user, password, "email_password")
     if email == user.email:
         raise InvalidInput({"new_email": "That is already your email address."})
-    repositories.delete_one_time_tokens(session, user.id, EMAIL_CHANGE)
+    # Either way this request replaces any pending change (newest wins); a taken address
+    # just gets no link.
     if repositories.get_user_by_email(session, email) is None:
-        token = secrets.token_urlsafe(32)
-        repositories.add_one_time_token(
-            session,
-            OneTimeToken(
-                digest=secret_digest(token),
-                user_id=user.id,
-                purpose=EMAIL_CHANGE,
-                data={"email": email},
-                expires_at=accounts.now() + EMAIL_CHANGE_LIFETIME,
-            ),
+        accounts.emailed_secrets.issue(
+            session, user, EMAIL_CHANGE, to=email, data={"email": email}, new_email=email
         )
-        accounts.mailer.enqueue(
-            session,
-            email,
-            "email_change_confirm",
-            name=user.name,
-            link=accounts.link("/account/email/confirm", token),
-            minutes=int(EMAIL_CHANGE_LIFETIME.total_seconds() // 60),
-            new_email=email,
-        )
+    else:
+        accounts.emailed_secrets.discard(session, user.id, EMAIL_CHANGE)
     accounts.mailer.enqueue(
         session, user.email, "email_change_notice", name=user.name, new_email=email
     )
@@ -149,9 +133,8 @@ def confirm_email_change(
     accounts: Accounts, session: Session, token: str, context: RequestContext
 ) -> User:
     """Switch to the confirmed address; sessions made under the old address end."""
-    digest = secret_digest(token)
-    row = repositories.get_one_time_token(session, digest, EMAIL_CHANGE) if token else None
-    if row is None or not repositories.use_one_time_token(session, digest, accounts.now()):
+    row = accounts.emailed_secrets.consume(session, EMAIL_CHANGE, token)
+    if row is None:
         raise InvalidLink()
     user = repositories.get_user(session, row.user_id)
     new_email = str(row.data.get("email", ""))
@@ -171,8 +154,8 @@ def confirm_email_change(
 
 def pending_email(accounts: Accounts, session: Session, user: User) -> str | None:
     """The address waiting for confirmation, if any."""
-    token = repositories.live_one_time_token(session, user.id, EMAIL_CHANGE, accounts.now())
-    return None if token is None else str(token.data.get("email"))
+    row = accounts.emailed_secrets.pending(session, user.id, EMAIL_CHANGE)
+    return None if row is None else str(row.data.get("email"))
 
 
 def list_sessions(

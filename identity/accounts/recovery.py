@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import secrets
-
 from sqlalchemy.orm import Session
 
 from identity import audit, repositories
+from identity.accounts.emailed_secrets import PASSWORD_RESET
 from identity.accounts.errors import InvalidLink
 from identity.accounts.fields import normalise_email
-from identity.accounts.service import RESET_LIFETIME, Accounts
+from identity.accounts.service import Accounts
 from identity.audit import RequestContext
-from identity.models import OneTimeToken, User, secret_digest
-
-PURPOSE = "password_reset"
+from identity.models import User
 
 
 def request_reset(
@@ -29,31 +26,13 @@ def request_reset(
     user = repositories.get_user_by_email(session, email)
     if user is None or not user.is_active:
         return
-    repositories.delete_one_time_tokens(session, user.id, PURPOSE)  # newest wins
-    token = secrets.token_urlsafe(32)
-    repositories.add_one_time_token(
-        session,
-        OneTimeToken(
-            digest=secret_digest(token),
-            user_id=user.id,
-            purpose=PURPOSE,
-            expires_at=accounts.now() + RESET_LIFETIME,
-        ),
-    )
-    accounts.mailer.enqueue(
-        session,
-        user.email,
-        "password_reset",
-        name=user.name,
-        link=accounts.link("/reset-password", token),
-        minutes=int(RESET_LIFETIME.total_seconds() // 60),
-    )
+    accounts.emailed_secrets.issue(session, user, PASSWORD_RESET)  # newest wins
     audit.record(session, "password.reset_requested", context=context, subject=str(user.id))
 
 
 def _live_token_user(accounts: Accounts, session: Session, token: str) -> User:
-    row = repositories.get_one_time_token(session, secret_digest(token), PURPOSE) if token else None
-    if row is None or row.used_at is not None or row.expires_at <= accounts.now():
+    row = accounts.emailed_secrets.peek(session, PASSWORD_RESET, token)
+    if row is None:
         raise InvalidLink()
     user = repositories.get_user(session, row.user_id)
     if user is None or not user.is_active:
@@ -75,12 +54,12 @@ def reset_password(
     an earlier unverified registrant set up for it dies with the old password."""
     user = _live_token_user(accounts, session, token)
     normalised = accounts.check_password(password, user.email, user.name, "password")
-    if not repositories.use_one_time_token(session, secret_digest(token), accounts.now()):
+    if accounts.emailed_secrets.consume(session, PASSWORD_RESET, token) is None:
         raise InvalidLink()
     accounts.set_password(session, user, normalised)
     user.email_verified = True
-    repositories.delete_one_time_tokens(session, user.id, PURPOSE)
-    repositories.delete_challenges(session, user.id)
+    accounts.emailed_secrets.discard(session, user.id, PASSWORD_RESET)
+    accounts.emailed_secrets.discard_codes(session, user.id)
     accounts.end_everything(session, user)
     audit.record(session, "password.reset", context=context, subject=str(user.id))
     return user

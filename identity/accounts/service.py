@@ -6,17 +6,17 @@ could reveal whether an address has an account are the same either way, in the s
 
 from __future__ import annotations
 
-import hmac
-import secrets
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import redis
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from identity import audit, logs, metrics, repositories
+from identity.accounts.emailed_secrets import CODE_ATTEMPTS, EmailedSecrets
 from identity.accounts.errors import (
     EmailNotVerified,
     InvalidCode,
@@ -33,19 +33,9 @@ from identity.db import Database
 from identity.limits import DEFAULT_LIMITS, RateLimiter, parse_overrides
 from identity.loop_redis import LoopRedis
 from identity.mail import Mailer
-from identity.models import User, VerificationChallenge, secret_digest, utcnow
+from identity.models import User, utcnow
 from identity.rendering import TEMPLATES_DIR
 from identity.token_families import TokenFamilies
-
-CODE_LIFETIME = timedelta(minutes=10)
-CODE_ATTEMPTS = 5
-RESET_LIFETIME = timedelta(minutes=30)
-EMAIL_CHANGE_LIFETIME = timedelta(hours=24)
-
-
-def _code_digest(user: User, code: str) -> str:
-    # Bound to the account: the same code means nothing for another user.
-    return secret_digest(f"{user.id}:{code}")
 
 
 @dataclass
@@ -59,6 +49,10 @@ class Accounts:
     limiter: RateLimiter
     # Refresh-token families (and their access tokens) end with the credentials that made them.
     families: TokenFamilies
+    # Codes and links mailed for verification, password reset and email change.
+    emailed_secrets: EmailedSecrets
+    # Every expiry the rules check reads this one clock (the emailed secrets share it).
+    clock: Callable[[], datetime] = utcnow
 
     @classmethod
     def from_settings(
@@ -68,25 +62,30 @@ class Accounts:
         redis_client: redis.Redis | None,
         loop_redis: LoopRedis | None,
         families: TokenFamilies,
+        clock: Callable[[], datetime] = utcnow,
     ) -> Accounts:
         """The services as the settings configure them."""
         try:
             limits = {**DEFAULT_LIMITS, **parse_overrides(settings.rate_limits)}
         except ValueError as error:
             raise SettingsError(f"IDENTITY_RATE_LIMITS: {error}") from None
+        mailer = Mailer(settings, TEMPLATES_DIR)
         return cls(
             settings=settings,
             database=database,
             hasher=PasswordHasher(
                 settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
             ),
-            mailer=Mailer(settings, TEMPLATES_DIR),
+            mailer=mailer,
             limiter=RateLimiter(limits, redis_client, settings.redis_prefix, loop_redis=loop_redis),
             families=families,
+            emailed_secrets=EmailedSecrets(settings, mailer, clock),
+            clock=clock,
         )
 
     def now(self) -> datetime:
-        return utcnow()
+        """The current time, from the accounts' clock."""
+        return self.clock()
 
     def end_everything(self, session: Session, user: User) -> None:
         """End every browser session and every refresh-token family of ``user``."""
@@ -108,10 +107,6 @@ class Accounts:
     def end_client_tokens(self, session: Session, user: User, client_id: str) -> None:
         """End the refresh-token families one client holds for ``user``."""
         self.families.revoke_for_user(session, user.id, client_id)
-
-    def link(self, path: str, token: str) -> str:
-        # Links come from the issuer, never from the request's Host header.
-        return f"{self.settings.issuer}{path}?token={token}"
 
     def limit(self, name: str, key: str) -> None:
         """Count one attempt on a named limiter; Throttled once it is over its limit."""
@@ -167,7 +162,7 @@ class Accounts:
                 assert user is not None
                 self._signup_existing(session, user, name, password_hash, context)
                 return
-            self._send_code(session, user)
+            self.emailed_secrets.issue_code(session, user)
             audit.record(session, "signup", context=context, subject=str(user.id))
             return
         self._signup_existing(session, user, name, password_hash, context)
@@ -188,32 +183,8 @@ class Accounts:
         # Pre-hijacking: whatever an earlier, unverified registrant set up dies here.
         repositories.delete_user_sessions(session, user.id)
         user.password_hash, user.name = password_hash, name
-        self._send_code(session, user)
+        self.emailed_secrets.issue_code(session, user)
         audit.record(session, "signup.repeated", context=context, subject=str(user.id))
-
-    def _send_code(self, session: Session, user: User) -> None:
-        """A new code and link (the old ones die: newest wins), mailed through the outbox."""
-        repositories.delete_challenges(session, user.id)
-        code = f"{secrets.randbelow(1_000_000):06d}"
-        link_token = secrets.token_urlsafe(32)
-        repositories.add_challenge(
-            session,
-            VerificationChallenge(
-                user_id=user.id,
-                code_digest=_code_digest(user, code),
-                link_digest=secret_digest(link_token),
-                expires_at=self.now() + CODE_LIFETIME,
-            ),
-        )
-        self.mailer.enqueue(
-            session,
-            user.email,
-            "verify_email",
-            name=user.name,
-            code=code,
-            link=self.link("/verify-email", link_token),
-            minutes=int(CODE_LIFETIME.total_seconds() // 60),
-        )
 
     def resend_code(self, session: Session, email: str, context: RequestContext) -> None:
         """Mail a fresh code to an unverified account; silent for any other address."""
@@ -224,7 +195,7 @@ class Accounts:
         self.limit("verify.resend", email)
         user = repositories.get_user_by_email(session, email)
         if user is not None and not user.email_verified and user.is_active:
-            self._send_code(session, user)
+            self.emailed_secrets.issue_code(session, user)
             audit.record(session, "verify.resent", context=context, subject=str(user.id))
 
     def verify_code(self, session: Session, email: str, code: str, context: RequestContext) -> User:
@@ -236,12 +207,9 @@ class Accounts:
             raise wrong from None
         self.limit("verify.account", email)
         user = repositories.get_user_by_email(session, email)
-        challenge = (
-            None if user is None else repositories.live_challenge(session, user.id, self.now())
-        )
+        challenge = None if user is None else self.emailed_secrets.live_code(session, user)
         if user is None or challenge is None:
             raise wrong
-        code = code.strip()
         # The try is counted in its own transaction, before the comparison, so it sticks
         # even though a wrong code fails this request; the update is conditional, so
         # concurrent guesses cannot exceed the limit.
@@ -249,26 +217,18 @@ class Accounts:
             allowed = repositories.take_challenge_attempt(counting, challenge.id, CODE_ATTEMPTS)
         if not allowed:
             raise InvalidCode("Too many wrong codes. Ask for a new code.")
-        if not (len(code) == 6 and code.isdigit()) or not hmac.compare_digest(
-            _code_digest(user, code), challenge.code_digest
-        ):
+        if not self.emailed_secrets.code_matches(user, challenge, code):
             self._record_apart("verify.failed", context, subject=str(user.id))
             raise wrong
-        if not repositories.use_challenge(session, challenge.id, self.now()):
+        if not self.emailed_secrets.consume_code(session, challenge):
             raise wrong
         self._mark_verified(session, user, context)
         return user
 
     def verify_link(self, session: Session, token: str, context: RequestContext) -> User:
         """Verify with the link from the mail (single use, same lifetime as the code)."""
-        challenge = repositories.challenge_by_link(session, secret_digest(token))
-        if (
-            challenge is None
-            or challenge.used_at is not None
-            or challenge.expires_at <= self.now()
-            or challenge.attempts >= CODE_ATTEMPTS
-            or not repositories.use_challenge(session, challenge.id, self.now())
-        ):
+        challenge = self.emailed_secrets.consume_code_link(session, token)
+        if challenge is None:
             raise InvalidLink()
         user = repositories.get_user(session, challenge.user_id)
         assert user is not None
@@ -278,7 +238,7 @@ class Accounts:
     def _mark_verified(self, session: Session, user: User, context: RequestContext) -> None:
         user.email_verified = True
         repositories.delete_user_sessions(session, user.id)  # set up before the proof: gone
-        repositories.delete_challenges(session, user.id)
+        self.emailed_secrets.discard_codes(session, user.id)
         audit.record(session, "email.verified", context=context, subject=str(user.id))
 
     # -- login ---------------------------------------------------------------------------------
@@ -319,7 +279,7 @@ class Accounts:
             with self.database.transaction() as own:
                 unverified = repositories.get_user(own, user.id)
                 assert unverified is not None
-                self._send_code(own, unverified)
+                self.emailed_secrets.issue_code(own, unverified)
                 audit.record(own, "login.unverified", context=context, subject=str(user.id))
             raise EmailNotVerified(email)
         audit.record(session, "login.succeeded", context=context, subject=str(user.id))

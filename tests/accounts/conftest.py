@@ -39,11 +39,13 @@ class Clock:
         return self.now
 
     def advance(self, delta: timedelta) -> None:
+        """Move the clock by ``delta`` (negative goes back)."""
         self.now += delta
 
 
 @pytest.fixture
 def services(settings: Settings, database: Database) -> Iterator[Services]:
+    """Every service, wired as the app wires them, on the test database."""
     built = build_services(settings, database)
     yield built
     if built.redis is not None:
@@ -52,11 +54,13 @@ def services(settings: Settings, database: Database) -> Iterator[Services]:
 
 @pytest.fixture
 def accounts(services: Services) -> Accounts:
+    """The account services on the wall clock."""
     return services.accounts
 
 
 @pytest.fixture
 def clock() -> Clock:
+    """A clock starting now, moved only by the test."""
     return Clock()
 
 

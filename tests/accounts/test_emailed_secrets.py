@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -43,7 +44,7 @@ def _sha256(value: str) -> str:
 def _issue(emailed: EmailedSecrets, database: Database, user: User, purpose: LinkPurpose) -> str:
     """Issue a link of ``purpose`` to ``user`` and return the token from its mail."""
     # The email-change mail names the address being confirmed.
-    extra = {"new_email": "new@example.com"} if purpose is EMAIL_CHANGE else {}
+    extra: dict[str, Any] = {"new_email": "new@example.com"} if purpose is EMAIL_CHANGE else {}
     with database.transaction() as session:
         emailed.issue(session, user, purpose, **extra)
     return token_in(mails(database, user.email, purpose.template)[-1], purpose.path)
@@ -97,7 +98,10 @@ def test_a_link_lives_exactly_its_purposes_lifetime(
     lifetime: timedelta,
 ) -> None:
     token = _issue(emailed, database, user, purpose)
-    assert f"{int(lifetime.total_seconds() // 60)} minutes" in mails(database, user.email)[-1].text_body
+    assert (
+        f"{int(lifetime.total_seconds() // 60)} minutes"
+        in mails(database, user.email)[-1].text_body
+    )
     clock.advance(lifetime - timedelta(seconds=1))
     assert _peek(emailed, database, purpose, token) is not None
     clock.advance(timedelta(seconds=1))

@@ -34,9 +34,7 @@ from tests.accounts.conftest import (
 _POLICY = SessionPolicy(idle=timedelta(minutes=30), absolute=timedelta(hours=8), https=False)
 
 
-def _signup(
-    accounts: Accounts, database: Database, email: str, password: str = PASSWORD
-) -> str:
+def _signup(accounts: Accounts, database: Database, email: str, password: str = PASSWORD) -> str:
     """Sign ``email`` up and return the code of the newest verification mail."""
     with database.transaction() as session:
         accounts.signup(session, email=email, name="Ada", password=password, context=CONTEXT)
@@ -152,9 +150,7 @@ def test_a_code_is_bound_to_its_account(accounts: Accounts, database: Database) 
         _verify(accounts, database, "two@example.com", code_one)
 
 
-def test_the_mailed_link_verifies_the_account_once(
-    accounts: Accounts, database: Database
-) -> None:
+def test_the_mailed_link_verifies_the_account_once(accounts: Accounts, database: Database) -> None:
     _signup(accounts, database, "ada@example.com")
     token = token_in(mails(database, "ada@example.com")[-1], "/verify-email")
     with database.transaction() as session:
@@ -235,9 +231,11 @@ def test_an_unverified_login_is_refused_and_mails_a_fresh_code(
 
 
 def test_a_disabled_account_cannot_log_in(accounts: Accounts, database: Database) -> None:
-    user = create_user(accounts, database, "ada@example.com")
+    create_user(accounts, database, "ada@example.com")
     with database.transaction() as session:
-        operators.set_active(accounts, session, reload(database, user), False)
+        operators.set_active(
+            accounts, session, operators.find_user(session, "ada@example.com"), False
+        )
     with pytest.raises(InvalidCredentials):
         _login(accounts, database, "ada@example.com")
 
