@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from identity import audit, repositories
+from identity.accounts.credential_events import CredentialEvent
 from identity.accounts.errors import InvalidInput
 from identity.accounts.fields import clean_name, normalise_email
 from identity.accounts.service import Accounts
@@ -56,7 +57,7 @@ def set_active(accounts: Accounts, session: Session, user: User, active: bool) -
     """Enable or disable; disabling ends every session and token of the account."""
     user.is_active = active
     if not active:
-        accounts.end_everything(session, user)
+        accounts.credentials_changed(session, user, CredentialEvent.USER_DISABLED, context=_CLI)
     audit.record(
         session,
         "user.enabled" if active else "user.disabled",
@@ -66,10 +67,11 @@ def set_active(accounts: Accounts, session: Session, user: User, active: bool) -
     )
 
 
-def delete_user(session: Session, user: User) -> None:
-    """Delete the account; its sessions, codes and tokens go with it (foreign-key cascade)."""
+def delete_user(accounts: Accounts, session: Session, user: User) -> None:
+    """Delete the account. Its live access tokens go on the denylist first; its sessions,
+    codes and tokens then go with it (foreign-key cascade)."""
     audit.record(session, "user.deleted", context=_CLI, actor="admin", subject=str(user.id))
-    repositories.delete_user_sessions(session, user.id)
+    accounts.credentials_changed(session, user, CredentialEvent.USER_DELETED, context=_CLI)
     repositories.delete_user(session, user)
 
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from identity import audit, repositories
+from identity.accounts.credential_events import CredentialEvent, Current
 from identity.accounts.emailed_secrets import EMAIL_CHANGE
 from identity.accounts.errors import InvalidInput, InvalidLink, Throttled
 from identity.accounts.fields import clean_name, normalise_email
@@ -86,13 +87,16 @@ def change_password(
     current: str,
     new: str,
     context: RequestContext,
-    keep_session: str | None = None,
+    keep: Current | None = None,
 ) -> None:
-    """Needs the current password; every other session of the account ends."""
+    """Needs the current password; then every session and app of the account but ``keep``
+    (the browser session or the app that asked) is signed out."""
     normalised = accounts.check_password(new, user.email, user.name, "new_password")
     _require_password(accounts, user, current, "current_password")
     accounts.set_password(session, user, normalised)
-    repositories.delete_user_sessions(session, user.id, keep=keep_session)
+    accounts.credentials_changed(
+        session, user, CredentialEvent.PASSWORD_CHANGED, current=keep, context=context
+    )
     audit.record(session, "password.changed", context=context, subject=str(user.id))
 
 
@@ -130,9 +134,14 @@ def request_email_change(
 
 
 def confirm_email_change(
-    accounts: Accounts, session: Session, token: str, context: RequestContext
+    accounts: Accounts,
+    session: Session,
+    token: str,
+    context: RequestContext,
+    keep: Current | None = None,
 ) -> User:
-    """Switch to the confirmed address; sessions made under the old address end."""
+    """Switch to the confirmed address; every other session and every app signed in under
+    the old address ends (``keep``: the confirming browser's own session)."""
     row = accounts.emailed_secrets.consume(session, EMAIL_CHANGE, token)
     if row is None:
         raise InvalidLink()
@@ -141,7 +150,9 @@ def confirm_email_change(
     if user is None or not new_email or repositories.get_user_by_email(session, new_email):
         raise InvalidLink()
     old_email, user.email, user.email_verified = user.email, new_email, True
-    accounts.end_everything(session, user)
+    accounts.credentials_changed(
+        session, user, CredentialEvent.EMAIL_CHANGED, current=keep, context=context
+    )
     audit.record(
         session,
         "email.changed",
@@ -150,6 +161,17 @@ def confirm_email_change(
         detail={"from_domain": old_email.rsplit("@", 1)[-1]},
     )
     return user
+
+
+def cancel_email_change(
+    accounts: Accounts, session: Session, user: User, context: RequestContext
+) -> bool:
+    """Withdraw the pending email change, if there is one (its link stops working)."""
+    if pending_email(accounts, session, user) is None:
+        return False
+    accounts.emailed_secrets.discard(session, user.id, EMAIL_CHANGE)
+    audit.record(session, "email.change_cancelled", context=context, subject=str(user.id))
+    return True
 
 
 def pending_email(accounts: Accounts, session: Session, user: User) -> str | None:
@@ -188,7 +210,9 @@ def revoke_everything(
     accounts: Accounts, session: Session, user: User, context: RequestContext
 ) -> None:
     """Sign out everywhere: every session and every token of the account."""
-    accounts.end_everything(session, user)
+    accounts.credentials_changed(
+        session, user, CredentialEvent.SIGNED_OUT_EVERYWHERE, context=context
+    )
     audit.record(session, "session.revoked_all", context=context, subject=str(user.id))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from identity import audit, repositories
+from identity.accounts.credential_events import CredentialEvent
 from identity.accounts.emailed_secrets import PASSWORD_RESET
 from identity.accounts.errors import InvalidLink
 from identity.accounts.fields import normalise_email
@@ -57,9 +58,9 @@ def reset_password(
     if accounts.emailed_secrets.consume(session, PASSWORD_RESET, token) is None:
         raise InvalidLink()
     accounts.set_password(session, user, normalised)
+    # The mailbox is proven: the address is verified, so its pending codes mean nothing now.
     user.email_verified = True
-    accounts.emailed_secrets.discard(session, user.id, PASSWORD_RESET)
     accounts.emailed_secrets.discard_codes(session, user.id)
-    accounts.end_everything(session, user)
+    accounts.credentials_changed(session, user, CredentialEvent.PASSWORD_RESET, context=context)
     audit.record(session, "password.reset", context=context, subject=str(user.id))
     return user

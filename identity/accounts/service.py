@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from identity import audit, logs, metrics, repositories
+from identity.accounts.credential_events import CredentialEvent, CredentialEvents, Current
 from identity.accounts.emailed_secrets import CODE_ATTEMPTS, EmailedSecrets
 from identity.accounts.errors import (
     EmailNotVerified,
@@ -87,10 +88,19 @@ class Accounts:
         """The current time, from the accounts' clock."""
         return self.clock()
 
-    def end_everything(self, session: Session, user: User) -> None:
-        """End every browser session and every refresh-token family of ``user``."""
-        repositories.delete_user_sessions(session, user.id)
-        self.families.revoke_for_user(session, user.id)
+    def credentials_changed(
+        self,
+        session: Session,
+        user: User,
+        event: CredentialEvent,
+        *,
+        current: Current | None = None,
+        context: RequestContext | None = None,
+    ) -> None:
+        """End what the credential-event table (``credential_events``) says ``event`` ends."""
+        CredentialEvents(self.families, self.emailed_secrets).apply(
+            session, user, event, current=current, context=context
+        )
 
     def set_password(self, session: Session, user: User, normalised: str) -> None:
         """Store a new (policy-checked) password and tell the owner by mail."""

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from identity import audit, repositories
 from identity.accounts import profile
+from identity.accounts.credential_events import Current
 from identity.accounts.errors import InvalidInput
 from identity.api.bodies import (
     AccountConsent,
@@ -74,10 +75,17 @@ def update_me(call: ApiCall) -> Result:
 
 
 def change_password(call: ApiCall) -> Result:
-    """Every browser session of the account ends; the mail notice goes out."""
+    """Every browser session and every other app of the account is signed out; the calling
+    app keeps its own refresh tokens; the mail notice goes out."""
     body = call.body_as(ChangePasswordRequest)
     profile.change_password(
-        call.accounts, call.db, call.me, body.current_password, body.new_password, call.context
+        call.accounts,
+        call.db,
+        call.me,
+        body.current_password,
+        body.new_password,
+        call.context,
+        keep=Current(client_id=str(call.claims["client_id"])),
     )
     return None
 

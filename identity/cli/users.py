@@ -65,10 +65,11 @@ def _users_set_active(active: bool) -> Handler:
 
 
 def users_delete(args: argparse.Namespace, settings: Settings) -> None:
-    with open_database(settings).transaction() as session:
+    accounts = _accounts(settings)
+    with accounts.database.transaction() as session:
         user = operators.find_user(session, args.user)
         data = operators.describe(user)
-        operators.delete_user(session, user)
+        operators.delete_user(accounts, session, user)
     emit(args, {"deleted": data["id"]}, f"deleted {data['email']}")
 
 

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from identity.accounts import profile
+from identity.accounts.credential_events import Current
 from identity.accounts.errors import AccountError, InvalidInput
 from identity.web.pages import (
     Visit,
@@ -92,9 +93,12 @@ def _password(request: Request, visit: Visit, form: dict[str, str]) -> str:
         form.get("current_password", ""),
         form.get("new_password", ""),
         visit.context,
-        keep_session=visit.browser.id,
+        keep=Current(browser_session_id=visit.browser.id),
     )
-    return "Your password is changed. Every other session was signed out."
+    return (
+        "Your password is changed. Every other browser was signed out, and apps you had "
+        "signed in to must sign in again."
+    )
 
 
 def _email(request: Request, visit: Visit, form: dict[str, str]) -> str:
@@ -108,6 +112,13 @@ def _email(request: Request, visit: Visit, form: dict[str, str]) -> str:
         visit.context,
     )
     return f"We sent a confirmation link to {email}. Your email changes once you follow it."
+
+
+def _cancel_email(request: Request, visit: Visit, form: dict[str, str]) -> str:
+    assert visit.user is not None
+    if profile.cancel_email_change(accounts_of(request), visit.db, visit.user, visit.context):
+        return "The email change is cancelled: its link no longer works."
+    return "There was no email change waiting."
 
 
 def _revoke_all(request: Request, visit: Visit, form: dict[str, str]) -> Response:
@@ -167,10 +178,18 @@ async def confirm_email(request: Request) -> Response:
     accounts = accounts_of(request)
 
     def work(visit: Visit) -> Response:
+        # The confirming browser keeps its session only when it is the account's own.
+        own = visit.browser if visit.browser is not None and visit.user is not None else None
+        keep = Current(browser_session_id=own.id) if own is not None else None
         try:
-            profile.confirm_email_change(accounts, visit.db, form.get("token", ""), visit.context)
+            user = profile.confirm_email_change(
+                accounts, visit.db, form.get("token", ""), visit.context, keep=keep
+            )
         except AccountError as error:
             return message(request, visit, "This link doesn't work", str(error), 400)
+        if own is not None and own.user_id == user.id:
+            visit.flash("Your new email address is confirmed.")
+            return redirect("/account")
         if visit.browser is not None and visit.browser.user_id is not None:
             visit.drop_cookie = True
         visit.browser, visit.user = None, None
@@ -216,6 +235,7 @@ def account_routes() -> list[BaseRoute]:
         Route("/account/name", _account_form(_name), methods=["POST"]),  # type: ignore[arg-type]
         Route("/account/password", _account_form(_password), methods=["POST"]),  # type: ignore[arg-type]
         Route("/account/email", _account_form(_email), methods=["POST"]),  # type: ignore[arg-type]
+        Route("/account/email/cancel", _account_form(_cancel_email), methods=["POST"]),  # type: ignore[arg-type]
         Route("/account/email/confirm", confirm_email_page, methods=["GET"]),
         Route("/account/email/confirm", confirm_email, methods=["POST"]),
         Route("/account/sessions/revoke-all", _account_form(_revoke_all), methods=["POST"]),  # type: ignore[arg-type]

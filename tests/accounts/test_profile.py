@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from identity import repositories
 from identity.accounts import profile, sessions
+from identity.accounts.credential_events import Current
 from identity.accounts.errors import InvalidCredentials, InvalidInput, InvalidLink
 from identity.accounts.service import Accounts
 from identity.accounts.sessions import SessionPolicy
@@ -209,7 +210,7 @@ def test_changing_the_password_ends_the_other_sessions_but_keeps_the_current_one
             PASSWORD,
             OTHER_PASSWORD,
             CONTEXT,
-            keep_session=current.id,
+            keep=Current(browser_session_id=current.id),
         )
     assert _session_ids(database) == {current.id} != {other.id}
     with database.transaction() as session:
