@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,9 @@ class Database:
         self.engine.dispose()
 
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# migrations/ at the top of the repository is the package identity._migrations (pyproject.toml
+# maps it), found the same way in a checkout, an editable install and a wheel.
+MIGRATIONS_DIR = Path(str(resources.files("identity._migrations")))
 # Any fixed 64-bit number: instances that start together take turns at migrating.
 _MIGRATION_LOCK_ID = 7_253_190_441
 
@@ -107,7 +110,7 @@ _MIGRATION_LOCK_ID = 7_253_190_441
 def _alembic_config(url: str) -> AlembicConfig:
     if not (MIGRATIONS_DIR / "env.py").is_file():
         raise RuntimeError(
-            f"migrations not found at {MIGRATIONS_DIR}: install with `pip install -e .`"
+            f"migrations not found at {MIGRATIONS_DIR}: reinstall identity (pip install .)"
         )
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))

@@ -5,6 +5,7 @@ here, so there is one place that knows where they live."""
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,10 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+# templates/ at the top of the repository is the package identity._templates (pyproject.toml
+# maps it), so a checkout, an editable install and a wheel all find it the same way. pip
+# installs packages as folders, so the resource is a real directory Jinja can read.
+TEMPLATES_DIR = Path(str(resources.files("identity._templates")))
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 NO_STORE = {"Cache-Control": "no-store"}
 
