@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import redis
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -31,8 +31,14 @@ from identity.mail import OutboxSender
 from identity.metrics import RequestMetricsMiddleware, metrics_endpoint
 from identity.openapi.document import openapi_routes
 from identity.protocol.endpoints import metadata
+from identity.protocol.parameters import is_forbidden_description
 from identity.protocol.routes import protocol_routes
-from identity.security import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+from identity.security import (
+    BodySizeLimitMiddleware,
+    ControlCharacterMiddleware,
+    MalformedInput,
+    SecurityHeadersMiddleware,
+)
 from identity.services import build_services
 from identity.web import pages
 from identity.web.account import account_routes
@@ -59,6 +65,8 @@ def _error_body(status: int, detail: str) -> dict[str, str]:
 
 
 _MACHINE_PATHS = ("/oauth2/", "/.well-known/", "/api/", "/healthz", "/readyz", "/static/")
+# Hosted pages that live under /oauth2/: a person's browser is on the other end.
+_PAGES_UNDER_MACHINE_PATHS = ("/oauth2/authorize", "/oauth2/logout")
 _PAGE_TEXT = {
     404: ("Page not found", "There is nothing at this address."),
     405: ("Not allowed", "This page cannot be used that way."),
@@ -75,7 +83,8 @@ def _error(
     for browsers, OAuth error JSON for the protocol endpoints."""
     if request.url.path.startswith("/api/"):
         return Problem(status, detail, headers=headers).response()
-    if not request.url.path.startswith(_MACHINE_PATHS):
+    path = request.url.path
+    if path.startswith(_PAGES_UNDER_MACHINE_PATHS) or not path.startswith(_MACHINE_PATHS):
         heading, text = _PAGE_TEXT.get(status, ("Something went wrong", detail))
         response = pages.message(request, None, heading, text, status=status)
         response.headers.update(headers or {})
@@ -97,6 +106,26 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s", request.url.path, exc_info=exc)
     return _error(request, 500, "Internal error.")
+
+
+async def _malformed_input(request: Request) -> Response:
+    return _error(request, 400, MalformedInput().detail)
+
+
+async def _value_error(request: Request, exc: Exception) -> Response:
+    """Authlib refusing an error description's characters means user text reached one that
+    ``protocol.parameters`` did not stop: still the client's malformed request, not a 500."""
+    if not is_forbidden_description(exc):
+        raise exc  # for the server-error handler, and the traceback
+    log.warning("malformed text reached an OAuth error description on %r", request.url.path)
+    return _error(request, 400, MalformedInput().detail)
+
+
+async def _database_refused_data(request: Request, exc: Exception) -> Response:
+    """The database refused a value for its type (e.g. NUL in text on PostgreSQL): input the
+    checks above let through, never a database that is down (503)."""
+    log.error("database refused a value on %r: %s", request.url.path, type(exc).__name__)
+    return _error(request, 400, "The request holds a value that cannot be stored.")
 
 
 async def healthz(request: Request) -> Response:
@@ -203,6 +232,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Middleware(RequestMetricsMiddleware),
         Middleware(SecurityHeadersMiddleware, https=settings.is_https),
         Middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes),
+        # The JSON API checks its own parameters (api.bodies), with field errors.
+        Middleware(ControlCharacterMiddleware, reject=_malformed_input, exempt=("/api/",)),
     ]
     app = Starlette(
         routes=routes,
@@ -210,7 +241,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers={
             HTTPException: _http_error,
+            DataError: _database_refused_data,  # a DBAPIError too: the nearer class wins
             DBAPIError: _database_unavailable,
+            ValueError: _value_error,
             Exception: _unexpected,
         },
     )

@@ -404,7 +404,11 @@ class DeviceAuthorization(Base):
     audience: Mapped[list[str]] = mapped_column(default=list)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey(_USER_FK, ondelete="CASCADE"))
+    # How and where the approving person signed in (browser session): the device's tokens
+    # carry it, as a code's do.
     auth_time: Mapped[datetime | None]
+    amr: Mapped[list[str]] = mapped_column(default=list)
+    session_id: Mapped[str | None] = mapped_column(String(64))
     interval: Mapped[int] = mapped_column(default=5)
     last_polled_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,13 +1,16 @@
-"""Request-level defences: body size cap, security headers, the client's real IP."""
+"""Request-level defences: body size cap, control characters, security headers, the
+client's real IP."""
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from identity.audit import RequestContext
@@ -53,6 +56,77 @@ class BodySizeLimitMiddleware:
 
 async def _refusing_receive() -> Message:
     raise RequestTooLarge()
+
+
+class MalformedInput(HTTPException):
+    """A request holding characters no parameter may: a 400 in the caller's own format."""
+
+    def __init__(self) -> None:
+        super().__init__(400, "The request holds characters that are not allowed.")
+
+
+# A control character in a path or query string, raw or percent-encoded: no path segment or
+# query parameter of ours can be one, and NUL would reach the database (PostgreSQL refuses it
+# in text, which would otherwise read as the database being down).
+_CONTROL_IN_PATH = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_IN_QUERY = re.compile(rb"[\x00-\x1f\x7f]|%(?:[01][0-9A-Fa-f]|7[Ff])")
+# In a form body only NUL is refused here: tab and newlines can be real text, and the
+# protocol endpoints check their parameters more strictly (``protocol.parameters``). In a
+# multipart body "%00" is literal text, so only a raw NUL counts there.
+_NUL_IN_FORM = {
+    "application/x-www-form-urlencoded": re.compile(rb"\x00|%00"),
+    "multipart/form-data": re.compile(rb"\x00"),
+}
+
+
+class ControlCharacterMiddleware:
+    """Refuse control characters in the path and query, and NUL in form bodies, before any
+    handler (or the database) sees them. Paths under ``exempt`` are left to check their own
+    input (the JSON API does, answering with field errors and 404s of its own).
+
+    A bad path or query is answered at once by ``reject`` (the app's own error renderer, so
+    the answer is in the caller's format); a bad body raises ``MalformedInput`` where the
+    handler reads it, like the body cap's 413, for the app's exception handler."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        reject: Callable[[Request], Awaitable[Response]],
+        exempt: tuple[str, ...] = (),
+    ) -> None:
+        self.app = app
+        self.reject = reject
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        if _CONTROL_IN_PATH.search(scope["path"]) or _CONTROL_IN_QUERY.search(
+            scope["query_string"]
+        ):
+            response = await self.reject(Request(scope))
+            await response(scope, receive, send)
+            return
+        content_type = Headers(scope=scope).get("content-type", "").split(";")[0]
+        nul = _NUL_IN_FORM.get(content_type.strip().lower())
+        if nul is None:
+            await self.app(scope, receive, send)
+            return
+        tail = b""
+
+        async def checking_receive() -> Message:
+            nonlocal tail
+            message = await receive()
+            if message["type"] == "http.request":
+                # The last two bytes of the previous chunk, for a "%00" split across chunks.
+                chunk = tail + message.get("body", b"")
+                if nul.search(chunk):
+                    raise MalformedInput()
+                tail = chunk[-2:]
+            return message
+
+        await self.app(scope, checking_receive, send)
 
 
 _COMMON_HEADERS = (

@@ -15,7 +15,6 @@ grant with the ``admin`` scope. Neither passes for the other.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,7 +65,7 @@ from identity.bearer import bearer_token
 from identity.config import Settings
 from identity.lanes import Lanes, carries_password
 from identity.protocol.scopes import ACCOUNT_SCOPE, ADMIN_SCOPE, account_audience
-from identity.protocol.tokens import InvalidToken, read_access_token
+from identity.protocol.tokens import InvalidToken, read_access_token, token_user_id
 from identity.security import request_context
 
 PREFIX = "/api/v1"
@@ -226,11 +225,13 @@ def _authenticate(call: ApiCall, token: str, settings: Settings) -> None:
     """Validate as a resource server would, then the denylist, the user and the scope."""
     invalid = _invalid_token()
     claims = _token_claims(call, token, settings)
-    subject = claims.get("sub")
     try:
-        user_id = uuid.UUID(subject) if isinstance(subject, str) else None
-    except ValueError:
+        user_id = token_user_id(claims)  # None for a client's own token: not a user's
+    except InvalidToken:
         user_id = None
+    # Read in this request's transaction rather than from the user cache (``oauth.users``):
+    # handlers change the row (name, password), which a shared detached copy must not see,
+    # and the API is no hot path. A disabled or deleted user is refused at once.
     user = repositories.get_user(call.db, user_id) if user_id is not None else None
     if user is None or not user.is_active:
         raise invalid

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from identity import audit, repositories
 from identity.config import Settings
 from identity.models import Client, DeviceAuthorization, User, secret_digest, utcnow
-from identity.protocol.grants import IssuingGrant, resolve_audience, user_scope
+from identity.protocol.grants import IssuingGrant, resolve_audience, user_scope, within_grant
 from identity.protocol.server import (
     IdentityServer,
     StarletteOAuth2Request,
@@ -140,12 +140,14 @@ async def device_authorization(request: Request) -> Response:
 
 
 class DeviceCodeGrant(IssuingGrant, rfc8628.DeviceCodeGrant):  # type: ignore[misc]
-    """The token endpoint's answer to a polling device: pending, slow down, or tokens once.
+    """The token endpoint's answer to a polling device: pending, slow down, or tokens once
+    (with an ID token for ``openid``: approving is an OpenID Connect sign-in on the device).
 
     Every poll records ``last_polled_at``; the unit of work commits it even when the answer
     is an error, because Authlib turns OAuth errors into responses instead of raising."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    ISSUES_ID_TOKEN = True
 
     def validate_token_request(self) -> None:
         device_code = self.request.payload.data.get("device_code")
@@ -162,6 +164,7 @@ class DeviceCodeGrant(IssuingGrant, rfc8628.DeviceCodeGrant):  # type: ignore[mi
             raise InvalidGrantError("The device code is invalid.")
         self.request.client = client
         self.request.credential = row
+        within_grant(list(row.audience), self.request)  # before the code can be spent
         self.request.user = self._poll(row)
 
     def _poll(self, row: DeviceAuthorization) -> User:
@@ -195,13 +198,13 @@ class DeviceCodeGrant(IssuingGrant, rfc8628.DeviceCodeGrant):  # type: ignore[mi
         self.save_token(token)
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
-    def audience(self) -> list[str]:
+    def granted_audience(self) -> list[str]:
         # Fixed when the device asked (RFC 8707 resource there), like the scope.
         row: DeviceAuthorization = self.request.credential
         return list(row.audience)
 
     def authentication(self) -> Authentication | None:
+        # The sign-in of the browser session that approved (set with status "approved").
         row: DeviceAuthorization = self.request.credential
-        assert row.auth_time is not None  # set together with status "approved"
-        # The row keeps no amr or browser session id yet: the defaults stand in for them.
-        return Authentication(auth_time=row.auth_time)
+        assert row.auth_time is not None
+        return Authentication(row.auth_time, tuple(row.amr or ["pwd"]), row.session_id)

@@ -47,6 +47,9 @@ class AccessToken(TokenMixin):  # type: ignore[misc]
     def check_client(self, client: Client) -> bool:
         return self.client_id == client.client_id
 
+    def shown_to(self, client: Client) -> bool:
+        return access_token_shown_to(client.client_id, self.claims)
+
     def get_scope(self) -> str:
         return str(self.claims.get("scope", ""))
 
@@ -58,6 +61,14 @@ class AccessToken(TokenMixin):  # type: ignore[misc]
 
     def is_revoked(self) -> bool:
         return self.revoked
+
+
+def access_token_shown_to(client_id: str, claims: dict[str, Any]) -> bool:
+    """RFC 7662 §4: introspection shows an access token to its own client and to the
+    clients its ``aud`` names (resource servers); anyone else learns only that it is not
+    active, as for a token that does not exist."""
+    audience = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+    return client_id == claims["client_id"] or client_id in audience
 
 
 def find_access_token(server: IdentityServer, value: str) -> AccessToken | None:
@@ -90,6 +101,16 @@ class TokenRevocation(RevocationEndpoint):  # type: ignore[misc]
         # An unknown token is answered like a revoked one (RFC 7009 §2.2: 200).
         return find_token(self.server, token_string, token_type_hint)
 
+    def authenticate_token(
+        self, request: StarletteOAuth2Request, client: Client
+    ) -> AccessToken | RefreshTokenView | None:
+        """The token to revoke: only the caller's own. Another client's is treated like an
+        unknown one (200, nothing changes); Authlib's 400 would tell the caller that the
+        token it holds is valid."""
+        self.check_params(request, client)
+        token = self.query_token(request.form["token"], request.form.get("token_type_hint"))
+        return token if token is not None and token.check_client(client) else None
+
     def revoke_token(
         self, token: AccessToken | RefreshTokenView, request: StarletteOAuth2Request
     ) -> None:
@@ -111,15 +132,21 @@ class TokenIntrospection(IntrospectionEndpoint):  # type: ignore[misc]
     def check_permission(
         self, token: AccessToken | RefreshTokenView, client: Client, request: StarletteOAuth2Request
     ) -> bool:
-        # Access tokens: any authenticated confidential client (a resource server).
         # Refresh tokens are the business of the client that holds them only.
         if isinstance(token, RefreshTokenView):
             return bool(token.check_client(client))
-        return not client.is_public
+        return token.shown_to(client)
 
     def introspect_token(self, token: AccessToken | RefreshTokenView) -> dict[str, Any]:
+        # A disabled or deleted user's tokens are not active, whatever else holds; the
+        # in-loop path (protocol.introspection) asks the same user cache.
+        server: IdentityServer = self.server
         if isinstance(token, RefreshTokenView):
+            if not server.user_is_active(token.row.user_id, current_session()):
+                return {"active": False}
             return introspect_refresh_token(token)
+        if not server.subject_is_active(token.claims, current_session()):
+            return {"active": False}
         return access_token_introspection(token.claims)
 
 

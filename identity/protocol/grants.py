@@ -24,6 +24,7 @@ from identity.models import (
     secret_digest,
     utcnow,
 )
+from identity.protocol.parameters import error_text
 from identity.protocol.scopes import ACCOUNT_SCOPE, ADMIN_SCOPE, account_audience
 from identity.protocol.server import StarletteOAuth2Request, current_session
 from identity.protocol.tokens import Authentication
@@ -61,10 +62,25 @@ def resolve_audience(client: Client, request: StarletteOAuth2Request) -> list[st
         if not parts.scheme or parts.fragment:
             raise InvalidTargetError("A resource must be an absolute URI without a fragment.")
         if resource not in client.audience:
-            raise InvalidTargetError(f"The client may not ask for resource {resource!r}.")
+            raise InvalidTargetError(
+                f"The client may not ask for resource '{error_text(resource, 200)}'."
+            )
     if resources:
         return list(dict.fromkeys(resources))
     return list(client.audience) or [client.client_id]
+
+
+def within_grant(granted: list[str], request: StarletteOAuth2Request) -> list[str]:
+    """RFC 8707 §2.2: ``resource`` at the token endpoint may narrow the audiences a grant
+    covers (the authorization request's, a refresh family's), never widen or change them;
+    without it, all of them. Anything else is invalid_target, never silently ignored."""
+    resources = request.resources()
+    for resource in resources:
+        if resource not in granted:
+            raise InvalidTargetError(
+                f"The grant does not cover resource '{error_text(resource, 200)}'."
+            )
+    return list(dict.fromkeys(resources)) or list(granted)
 
 
 def granted_scope(client: Client, requested: str | None) -> str:
@@ -84,16 +100,29 @@ class IssuingGrant:
 
     ``generate_token`` is the one override of Authlib's token hook; grants adjust it through
     small methods instead of repeating its signature. A grant that acts for a user overrides
-    ``authentication`` (when and how the user logged in) and may override ``audience``,
-    ``refresh_family`` and ``extra_token_fields``; a refresh token is added when the
-    server's refresh-token policy says so."""
+    ``authentication`` (when and how the user logged in) and may override
+    ``granted_audience`` and ``refresh_family``; a refresh token is added when the server's
+    refresh-token policy says so. An OpenID Connect sign-in (``ISSUES_ID_TOKEN``: the code
+    and device grants) adds an ID token when ``openid`` is granted, from one issuer."""
 
     request: StarletteOAuth2Request
     server: Any
     GRANT_TYPE: str | None
+    ISSUES_ID_TOKEN = False
+
+    def granted_audience(self) -> list[str]:
+        """Every audience the grant covers: a grant that carries an earlier authorization
+        (code, device, refresh family) returns the one fixed then; otherwise the request's
+        ``resource`` values, else the client's registered audience."""
+        return resolve_audience(self.request.client, self.request)
 
     def audience(self) -> list[str]:
-        return resolve_audience(self.request.client, self.request)
+        """The access token's audience: the grant's, narrowed to ``resource``."""
+        return within_grant(self.granted_audience(), self.request)
+
+    def nonce(self) -> str | None:
+        """The authorization request's ``nonce``, for the ID token."""
+        return None
 
     def authentication(self) -> Authentication | None:
         return None
@@ -101,9 +130,6 @@ class IssuingGrant:
     def refresh_family(self) -> tuple[Any, Any] | None:
         """(family_id, parent row) when this grant rotates a refresh token."""
         return None
-
-    def extra_token_fields(self, token: dict[str, Any], user: Any, scope: str) -> None:
-        """Add grant-specific members to the token response (the code grant's ID token)."""
 
     def generate_token(
         self,
@@ -114,12 +140,12 @@ class IssuingGrant:
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
         """Authlib's hook, with its signature: the access token from our signer, a refresh
-        token when policy allows, then the grant's extra fields. ``grant_type`` and
-        ``expires_in`` are ignored: the lifetime is the issuer's, the same for every grant."""
+        token when policy allows, then an ID token for an OpenID Connect sign-in.
+        ``grant_type`` and ``expires_in`` are ignored: the lifetime is the issuer's, the
+        same for every grant."""
         client: Client = self.request.client
-        audience = _with_account_audience(
-            self.audience(), scope, user, self.server.issuer.issuer, client.client_id
-        )
+        issuer = self.server.issuer.issuer
+        audience = _with_account_audience(self.audience(), scope, user, issuer, client.client_id)
         authentication = self.authentication() if user is not None else None
         extra: dict[str, Any] = {}
         if authentication is not None:
@@ -139,6 +165,7 @@ class IssuingGrant:
         }
         if scope:
             token["scope"] = scope
+        token_scopes = (scope or "").split()
         refresh_tokens = self.server.refresh_tokens
         if (
             user is not None
@@ -152,13 +179,26 @@ class IssuingGrant:
                 client=client,
                 user_id=user.id,
                 scope=scope or "",
-                audience=audience,
+                # The whole grant, not the narrowed token's: a later refresh may ask for
+                # any of its resources (RFC 8707 §2.2).
+                audience=_with_account_audience(
+                    self.granted_audience(), scope, user, issuer, client.client_id
+                ),
                 authentication=authentication,
                 access=issued,
                 family_id=family[0] if family else None,
                 parent=family[1] if family else None,
             )
-        self.extra_token_fields(token, user, scope or "")
+        if self.ISSUES_ID_TOKEN and authentication is not None and "openid" in token_scopes:
+            # OIDC Core 3.1.3.3: the ID token of the sign-in this grant completes.
+            token["id_token"] = self.server.id_tokens.issue(
+                client_id=client.client_id,
+                subject=str(user.get_user_id()),
+                authentication=authentication,
+                nonce=self.nonce(),
+                access_token=issued.value,
+                claims=user_claims(user, scope or ""),
+            )
         # What this request issued, for hooks that run after it (delete_authorization_code).
         self.request.token = token
         return token
@@ -187,7 +227,7 @@ def user_scope(client: Client, requested: str | None) -> str:
     tokens = (requested or "").split()
     unknown = [token for token in tokens if token not in allowed]
     if unknown:
-        raise InvalidScopeError(f"The client may not ask for {unknown[0]!r}.")
+        raise InvalidScopeError(f"The client may not ask for '{error_text(unknown[0])}'.")
     if "offline_access" in tokens and not client.check_grant_type("refresh_token"):
         tokens.remove("offline_access")  # it cannot be honoured: no refresh grant
     return " ".join(dict.fromkeys(tokens))
@@ -225,6 +265,7 @@ class AuthorizationCodeGrant(IssuingGrant, grants.AuthorizationCodeGrant):  # ty
     are spent atomically, and a replayed code revokes what the first redemption got."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    ISSUES_ID_TOKEN = True
 
     def validate_requested_scope(self) -> None:
         # Refuses what the client may not ask for; Authlib then keeps the allowed part.
@@ -258,6 +299,9 @@ class AuthorizationCodeGrant(IssuingGrant, grants.AuthorizationCodeGrant):  # ty
         row = repositories.get_authorization_code(session, digest)
         if row is None or row.client_id != client.client_id:
             return None
+        if row.used_at is None and row.expires_at > now:
+            # Refused before the code is spent, so the client may retry without it.
+            within_grant(list(row.audience), self.request)
         if not repositories.use_authorization_code(session, digest, now):
             if row.used_at is not None:
                 self.server.revoke_code_tokens(session, row, self.request.context)
@@ -277,25 +321,17 @@ class AuthorizationCodeGrant(IssuingGrant, grants.AuthorizationCodeGrant):  # ty
         user = repositories.get_user(current_session(), authorization_code.user_id)
         return user if user is not None and user.is_active and user.email_verified else None
 
-    def audience(self) -> list[str]:
+    def granted_audience(self) -> list[str]:
+        # What the authorization request asked for (its resource), fixed in the code.
         return list(self.request.authorization_code.audience)
 
     def authentication(self) -> Authentication:
         code: AuthorizationCode = self.request.authorization_code
         return Authentication(code.auth_time, tuple(code.amr), code.session_id)
 
-    def extra_token_fields(self, token: dict[str, Any], user: Any, scope: str) -> None:
-        """OIDC Core 3.1.3.3: an ID token when the code was issued for ``openid``."""
+    def nonce(self) -> str | None:
         code: AuthorizationCode = self.request.authorization_code
-        if user is not None and "openid" in scope.split():
-            token["id_token"] = self.server.id_tokens.issue(
-                client_id=code.client_id,
-                subject=str(user.id),
-                authentication=self.authentication(),
-                nonce=code.nonce,
-                access_token=token["access_token"],
-                claims=user_claims(user, scope),
-            )
+        return code.nonce
 
 
 def user_claims(user: User, scope: str) -> dict[str, Any]:

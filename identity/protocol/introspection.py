@@ -2,12 +2,13 @@
 
 A resource server introspecting a well-formed access token with its own credentials needs no
 database: the client is in the client cache, the token's signature and claims are checked
-against the key ring in memory, and the denylist answers from Redis in the same round trip
-that counts the client's limit. That case is answered here without a thread. Everything
-else (a client not cached or whose cache is due for its check, bad credentials, a refresh
-token, a token that does not verify, a denylist only the database can answer) returns None
-and goes through Authlib in a thread, which also records failed client authentication.
-Both paths give the same answers.
+against the key ring in memory, the token's user (if it has one) is in the user cache, and
+the denylist answers from Redis in the same round trip that counts the client's limit. That
+case is answered here without a thread. Everything else (a client or user not cached or
+whose cache is due for its check, bad credentials, a refresh token, a token that does not
+verify, a denylist only the database can answer) returns None and goes through Authlib in a
+thread, which also records failed client authentication. Both paths give the same answers:
+they share the rules (``access_token_shown_to``, ``IdentityServer.subject_is_active``).
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from authlib.oauth2.rfc6749 import OAuth2Error
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from starlette.responses import Response
 
 from identity import logs
 from identity.limits import RateLimiter
 from identity.models import Client
-from identity.protocol.endpoints import access_token_introspection
-from identity.protocol.server import IdentityServer, StarletteOAuth2Request
+from identity.protocol.endpoints import access_token_introspection, access_token_shown_to
+from identity.protocol.server import IdentityServer, StarletteOAuth2Request, client_auth_method
 from identity.protocol.throttle import limit_key, slow_down
 from identity.protocol.tokens import InvalidToken, read_access_token
 
@@ -32,12 +34,18 @@ _HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store", "Pr
 
 def _client(server: IdentityServer, request: StarletteOAuth2Request) -> Client | None:
     """The confidential client whose secret the request carries (basic or post), if it is
-    in the cache; None for anything the full path must decide."""
-    client_id, secret = extract_basic_authorization(request.headers)
-    method = "client_secret_basic"
-    if not client_id:
+    in the cache; None for anything the full path must decide (two methods at once too:
+    the full path refuses them)."""
+    try:
+        method = client_auth_method(request)
+    except OAuth2Error:
+        return None
+    if method == "client_secret_basic":
+        client_id, secret = extract_basic_authorization(request.headers)
+    elif method == "client_secret_post":
         client_id, secret = request.form.get("client_id"), request.form.get("client_secret")
-        method = "client_secret_post"
+    else:
+        return None
     if not client_id or not secret:
         return None
     client = server.clients.peek(client_id)
@@ -86,6 +94,11 @@ async def introspect_in_loop(
     if revoked is None:
         return None
     client, claims = verified
+    # The rules of TokenIntrospection, in its order: who may see it, then whether it lives.
+    shown = access_token_shown_to(client.client_id, claims)
+    active = shown and not revoked and server.subject_is_active(claims, None)
+    if active is None:
+        return None  # the user is not cached (or due for its check): the database decides
     logs.note(client_id=client.client_id)
-    body = {"active": False} if revoked else access_token_introspection(claims)
+    body = access_token_introspection(claims) if active else {"active": False}
     return Response(json.dumps(body, separators=(",", ":")), headers=_HEADERS)

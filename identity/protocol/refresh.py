@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from identity import audit, repositories
 from identity.audit import RequestContext
 from identity.models import Client, RefreshToken, User, secret_digest, utcnow
-from identity.protocol.grants import IssuingGrant
+from identity.protocol.grants import IssuingGrant, within_grant
 from identity.protocol.refresh_tokens import RefreshParent, RefreshTokens, successor_value
 from identity.protocol.server import IdentityServer, current_session
 from identity.protocol.tokens import Authentication
@@ -108,6 +108,7 @@ class RefreshTokenGrant(IssuingGrant, grants.RefreshTokenGrant):  # type: ignore
         view = RefreshTokenView(row)
         # Refuse before the claim: a refused request must not spend the client's token.
         self._validate_token_scope(view)
+        within_grant(list(row.audience), self.request)
         user = repositories.get_user(session, row.user_id)
         if user is None or not user.is_active:
             return None
@@ -173,7 +174,8 @@ class RefreshTokenGrant(IssuingGrant, grants.RefreshTokenGrant):  # type: ignore
         row = self._parent.row
         return Authentication(row.auth_time, tuple(row.amr), row.session_id)
 
-    def audience(self) -> list[str]:
+    def granted_audience(self) -> list[str]:
+        # The family's: every resource of the original grant (RFC 8707 §2.2).
         assert self._parent is not None
         return list(self._parent.row.audience)
 

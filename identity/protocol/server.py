@@ -16,10 +16,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
 
 from authlib.oauth2 import AuthorizationServer, OAuth2Request
 from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError, OAuth2Error
+from authlib.oauth2.rfc6749.authenticate_client import (
+    authenticate_client_secret_basic,
+    authenticate_client_secret_post,
+    authenticate_none,
+)
 from authlib.oauth2.rfc6749.requests import OAuth2Payload
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from sqlalchemy.orm import Session
@@ -35,19 +39,25 @@ from identity.db import Database
 from identity.denylist import Denylist
 from identity.lanes import Lanes
 from identity.models import AuthorizationCode, Client, User, utcnow
+from identity.protocol.parameters import (
+    check_basic_credentials,
+    check_parameters,
+    parse_parameters,
+)
 from identity.protocol.refresh_tokens import RefreshTokens
-from identity.protocol.tokens import AccessTokenIssuer, IdTokenIssuer, IssuedToken
+from identity.protocol.tokens import (
+    AccessTokenIssuer,
+    IdTokenIssuer,
+    InvalidToken,
+    IssuedToken,
+    token_user_id,
+)
 from identity.row_cache import RowCache
 
 log = logging.getLogger("identity.protocol")
 
 T = TypeVar("T")
 
-_MAX_PARAMETERS = 64
-_MAX_VALUE_LENGTH = 8192
-# RFC 8707 allows several resource parameters; every other one must appear at most once
-# (RFC 6749 §3.1).
-_REPEATABLE = frozenset({"resource"})
 _FORM_TYPE = "application/x-www-form-urlencoded"
 
 
@@ -107,38 +117,58 @@ class StarletteOAuth2Request(OAuth2Request):  # type: ignore[misc]
 async def read_oauth2_request(
     request: Request, issuer: str, context: RequestContext
 ) -> StarletteOAuth2Request:
-    """Await and check the parameters; raise InvalidRequestError on anything malformed.
-
-    The URI handed to Authlib is built from the issuer, never from the Host header."""
+    """Await and check the parameters (``protocol.parameters``); raise an OAuth error on anything
+    malformed. The URI handed to Authlib is built from the issuer, never from the Host header."""
     form: list[tuple[str, str]] = []
     if request.method == "POST":
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != _FORM_TYPE:
             raise InvalidRequestError(f"The request body must be {_FORM_TYPE}.")
         body = await request.body()  # the body cap's 413 is raised here, for the app's handler
-        # parse_qsl rather than Starlette's form parser: the same decoding (UTF-8 escapes,
-        # invalid ones replaced) at a tenth of the cost, on every protocol request.
-        try:
-            form = parse_qsl(
-                body.decode("latin-1"), keep_blank_values=True, max_num_fields=_MAX_PARAMETERS
-            )
-        except ValueError as error:
-            raise InvalidRequestError("Too many parameters.") from error
-    query = list(request.query_params.multi_items())
-    items = [*query, *form]
-    if len(items) > _MAX_PARAMETERS:
-        raise InvalidRequestError("Too many parameters.")
-    seen: set[str] = set()
-    for key, value in items:
-        if len(key) > 128 or len(value) > _MAX_VALUE_LENGTH:
-            raise InvalidRequestError(f"Parameter {key[:40]!r} is too long.")
-        if "\x00" in value:
-            raise InvalidRequestError(f"Parameter {key[:40]!r} holds a NUL character.")
-        if key in seen and key not in _REPEATABLE:
-            raise InvalidRequestError(f"Parameter {key[:40]!r} is repeated.")
-        seen.add(key)
+        form = parse_parameters(body)
+    query = parse_parameters(request.scope["query_string"])
+    check_parameters([*query, *form])
+    check_basic_credentials(request.headers)
     uri = issuer + request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return StarletteOAuth2Request(request.method, uri, request.headers, query, form, context)
+
+
+# Client authentication as Authlib implements each method; a method added later
+# (private_key_jwt) goes here and into ``client_auth_method``.
+_AUTHENTICATE: dict[str, Callable[[Callable[[str], Any], Any], Any]] = {
+    "client_secret_basic": authenticate_client_secret_basic,
+    "client_secret_post": authenticate_client_secret_post,
+    "none": authenticate_none,
+}
+
+
+def client_auth_method(request: StarletteOAuth2Request) -> str | None:
+    """The one client authentication method the request uses (RFC 6749 §2.3): HTTP Basic, a
+    secret in the body, or a bare client_id (a public client); None when it carries none.
+
+    Basic together with a secret in the body, or with a body client_id naming another
+    client, is ``invalid_request``: the two could name different clients, and trying one
+    after the other would let a wrong secret pass beside a right one."""
+    basic_id, _ = extract_basic_authorization(request.headers)
+    data = request.payload.data
+    if basic_id:
+        if data.get("client_secret") or data.get("client_assertion"):
+            raise InvalidRequestError(
+                "Use one client authentication method: HTTP Basic or a secret in the body."
+            )
+        if data.get("client_id") not in (None, "", basic_id):
+            raise InvalidRequestError("The client_id in the body is not the HTTP Basic one.")
+        return "client_secret_basic"
+    if data.get("client_secret"):
+        return "client_secret_post"
+    return "none" if data.get("client_id") else None
+
+
+def _failure_description(method: str, methods: list[str]) -> str:
+    accepted = ", ".join(methods[:-1]) + (" or " if len(methods) > 1 else "") + methods[-1]
+    if not method:
+        return f"The request carries no client credentials; this endpoint takes {accepted}."
+    return f"Client authentication failed; this endpoint takes {accepted}."
 
 
 @dataclass
@@ -181,6 +211,24 @@ class IdentityServer(AuthorizationServer):  # type: ignore[misc]
         self.clients: RowCache[str, Client] = RowCache("clients", repositories.get_client, check)
         self.users: RowCache[uuid.UUID, User] = RowCache("users", repositories.get_user, check)
         self.lanes = Lanes(settings.db_pool_size, settings.password_threads)
+
+    def user_is_active(self, user_id: uuid.UUID, session: Session | None) -> bool | None:
+        """Whether the user exists and is active, from the user cache: a disable or delete
+        reaches every instance within IDENTITY_CACHE_CHECK_SECONDS. Without a session (in
+        the event loop) None when only the database can tell."""
+        user = self.users.peek(user_id) if session is None else self.users.get(session, user_id)
+        if user is None:
+            return None if session is None else False
+        return user.is_active
+
+    def subject_is_active(self, claims: dict[str, Any], session: Session | None) -> bool | None:
+        """``user_is_active`` for the user an access token acts for; a client's own token
+        (no user) always is."""
+        try:
+            user_id = token_user_id(claims)
+        except InvalidToken:
+            return False
+        return True if user_id is None else self.user_is_active(user_id, session)
 
     def revoke_code_tokens(
         self, session: Session, code: AuthorizationCode, context: RequestContext
@@ -266,11 +314,27 @@ class IdentityServer(AuthorizationServer):  # type: ignore[misc]
     def authenticate_client(
         self, request: StarletteOAuth2Request, methods: list[str], endpoint: str = "token"
     ) -> Client:
+        """Authlib's hook, held to the one method the request uses (``client_auth_method``).
+
+        Authlib's own loop tries every allowed method in turn, so a wrong secret in one place
+        passed when another place held a right one; and it named the methods as a Python
+        list in its error."""
+        method = client_auth_method(request) or ""
         try:
-            client: Client = super().authenticate_client(request, methods, endpoint)
+            authenticate = _AUTHENTICATE[method] if method in methods else None
+            client: Client | None = (
+                authenticate(self.query_client, request) if authenticate else None
+            )
+            if client is None or not client.check_endpoint_auth_method(method, endpoint):
+                raise InvalidClientError(
+                    # 401 (with WWW-Authenticate) wherever HTTP Basic is accepted, as Authlib.
+                    status_code=401 if "client_secret_basic" in methods else 400,
+                    description=_failure_description(method, methods),
+                )
         except InvalidClientError as error:
             self._record_client_auth_failure(request, endpoint, error)
             raise
+        request.auth_method = method
         logs.note(client_id=client.client_id)
         return client
 

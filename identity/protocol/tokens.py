@@ -27,6 +27,7 @@ import hashlib
 import json
 import secrets
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -185,6 +186,17 @@ def _header(token: str) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise InvalidToken("the token header is not a JSON object")
     return header
+
+
+def token_user_id(claims: dict[str, Any]) -> uuid.UUID | None:
+    """The user an access token acts for; None for a client's own token (client_credentials:
+    ``sub`` is the client). InvalidToken for a ``sub`` that is neither: we never sign one."""
+    if claims["sub"] == claims["client_id"]:
+        return None
+    try:
+        return uuid.UUID(str(claims["sub"]))
+    except ValueError as error:
+        raise InvalidToken("the subject is neither the client nor a user") from error
 
 
 def read_access_token(

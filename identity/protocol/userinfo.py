@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -11,7 +9,7 @@ from identity.bearer import bearer_token
 from identity.models import User
 from identity.protocol.grants import user_claims
 from identity.protocol.server import IdentityServer
-from identity.protocol.tokens import InvalidToken, read_access_token
+from identity.protocol.tokens import InvalidToken, read_access_token, token_user_id
 
 
 def _bearer_error(status: int, error: str | None, description: str = "") -> Response:
@@ -59,8 +57,8 @@ async def userinfo(request: Request) -> Response:
         return _bearer_error(403, "insufficient_scope", "The token lacks the openid scope.")
 
     try:
-        user_id = uuid.UUID(claims["sub"])
-    except ValueError:
+        user_id = token_user_id(claims)  # None for a client's own token: no claims to show
+    except InvalidToken:
         user_id = None
     # Redis answers the denylist from the loop and the user may be cached: then no thread.
     revoked = await server.denylist.is_revoked_in_loop(claims["jti"])

@@ -71,8 +71,11 @@ def decide_device_authorization(
     status: str,
     user_id: uuid.UUID,
     auth_time: datetime,
+    amr: list[str] | None = None,
+    session_id: str | None = None,
 ) -> DeviceAuthorization | None:
-    """Approve or deny a pending, live authorization atomically; None if it is not one."""
+    """Approve or deny a pending, live authorization atomically; None if it is not one.
+    ``auth_time``, ``amr`` and ``session_id`` say how the deciding person signed in."""
     decide = (
         update(DeviceAuthorization)
         .where(
@@ -80,7 +83,13 @@ def decide_device_authorization(
             DeviceAuthorization.status == "pending",
             DeviceAuthorization.expires_at > now,
         )
-        .values(status=status, user_id=user_id, auth_time=auth_time)
+        .values(
+            status=status,
+            user_id=user_id,
+            auth_time=auth_time,
+            amr=list(amr or []),
+            session_id=session_id,
+        )
         .returning(DeviceAuthorization)
         .execution_options(synchronize_session=False)
     )

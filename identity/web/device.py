@@ -125,8 +125,10 @@ async def device_decision(request: Request) -> Response:
                 now,
                 status="approved" if decision == "allow" else "denied",
                 user_id=visit.user.id,
-                # The device's tokens carry the login time of this browser session.
+                # The device's tokens (and ID token) carry this browser session's sign-in.
                 auth_time=visit.browser.auth_time or now,
+                amr=list(visit.browser.amr or ["pwd"]),
+                session_id=visit.browser.id,
             )
         if row is None:
             return message(

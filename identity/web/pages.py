@@ -24,7 +24,7 @@ from identity.accounts.service import Accounts
 from identity.audit import RequestContext
 from identity.lanes import Lanes, carries_password
 from identity.models import BrowserSession, User
-from identity.security import request_context
+from identity.security import MalformedInput, request_context
 
 log = logging.getLogger("identity.web")
 
@@ -88,11 +88,12 @@ def safe_next(value: str | None, default: str = "/account") -> str:
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """The submitted fields (the last value of each); an unreadable body is an empty form."""
+    """The submitted fields (the last value of each); an unreadable body is an empty form,
+    but an oversize one (413) or one holding NUL (400) is refused in the app's handler."""
     try:
         form = await request.form(max_files=0, max_fields=50)
     except Exception as error:
-        if getattr(error, "status_code", None) == 413:
+        if isinstance(error, MalformedInput) or getattr(error, "status_code", None) == 413:
             raise
         return {}
     return {key: value for key, value in form.multi_items() if isinstance(value, str)}

@@ -46,11 +46,11 @@ def test_live_token_introspects_active_with_its_claims(
     assert body["iss"] == "http://127.0.0.1:8000" and body["token_type"] == "Bearer"
 
 
-def test_another_confidential_client_may_introspect(
+def test_another_confidential_client_learns_nothing(
     http: TestClient, api: tuple[str, str], make_client: MakeClient
 ) -> None:
     resource_server = make_client(name="resource server")
-    assert _introspect(http, resource_server, _token(http, api))["active"] is True  # type: ignore[arg-type]
+    assert _introspect(http, resource_server, _token(http, api)) == {"active": False}  # type: ignore[arg-type]
 
 
 def test_introspection_without_client_authentication_is_401(
@@ -109,13 +109,13 @@ def test_revoking_unknown_token_answers_200(http: TestClient, api: tuple[str, st
     assert response.status_code == 200
 
 
-def test_revoking_another_clients_token_is_refused(
+def test_revoking_another_clients_token_changes_nothing(
     http: TestClient, api: tuple[str, str], make_client: MakeClient
 ) -> None:
     token = _token(http, api)
     other = make_client(name="other")
     response = http.post("/oauth2/revoke", data={"token": token}, auth=other)  # type: ignore[arg-type]
-    assert response.status_code == 400
+    assert response.status_code == 200  # as for an unknown token (RFC 7009 §2.2)
     assert _introspect(http, api, token)["active"] is True
 
 

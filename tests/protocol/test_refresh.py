@@ -124,9 +124,9 @@ def _family_rows(database: Database, raw: str) -> list[RefreshToken]:
         return list(session.scalars(query))
 
 
-def _introspect(http: TestClient, make_client: MakeClient, token: str) -> dict[str, Any]:
-    resource_server = make_client(name="resource server")
-    response = http.post("/oauth2/introspect", data={"token": token}, auth=resource_server)  # type: ignore[arg-type]
+def _introspect(http: TestClient, owner: Credentials, token: str) -> dict[str, Any]:
+    # As the token's own client: introspection shows nothing to a stranger (RFC 7662 §4).
+    response = http.post("/oauth2/introspect", data={"token": token}, auth=owner)  # type: ignore[arg-type]
     assert response.status_code == 200, response.text
     return dict(response.json())
 
@@ -169,7 +169,7 @@ def test_reuse_of_a_rotated_token_revokes_the_whole_family(
     assert all(row.revoked_at is not None for row in _family_rows(database, raw))
     assert _refresh(refresh_http, app_client, body["refresh_token"]).status_code == 400
     for access in (first_access, body["access_token"]):
-        assert _introspect(refresh_http, make_client, access) == {"active": False}
+        assert _introspect(refresh_http, app_client, access) == {"active": False}
     with database.transaction() as session:
         events = session.scalars(
             select(AuditEvent).where(AuditEvent.type == "refresh.reuse_detected")
@@ -232,8 +232,8 @@ def test_grace_retry_of_the_newest_rotation_returns_the_same_successor(
     assert retry.json()["access_token"] != first["access_token"]
     assert len(_family_rows(database, raw)) == 2
     # The lost response's access token is denied; the retry's is the one the family tracks.
-    assert _introspect(http, make_client, first["access_token"]) == {"active": False}
-    assert _introspect(http, make_client, retry.json()["access_token"])["active"] is True
+    assert _introspect(http, app_client, first["access_token"]) == {"active": False}
+    assert _introspect(http, app_client, retry.json()["access_token"])["active"] is True
     assert _refresh(http, app_client, first["refresh_token"]).status_code == 200
 
 
@@ -372,7 +372,7 @@ def test_revoking_a_refresh_token_revokes_its_family(
 
     _in_unit_of_work(refresh_http, database, revoke)
     assert all(row.revoked_at is not None for row in _family_rows(database, raw))
-    assert _introspect(refresh_http, make_client, body["access_token"]) == {"active": False}
+    assert _introspect(refresh_http, app_client, body["access_token"]) == {"active": False}
     assert _refresh(refresh_http, app_client, body["refresh_token"]).status_code == 400
     with database.transaction() as session:
         event = session.scalars(
