@@ -38,8 +38,14 @@ DEFAULT_LIMITS: dict[str, Limit] = {
     "signup.ip": Limit(20, 3600),
     "reset.ip": Limit(20, 3600),
     "reset.account": Limit(5, 3600),
-    "verify.account": Limit(10, 600),  # verification code submissions per account
+    # Verification codes: 6 digits living 10 minutes. Tries count per address and client
+    # IP, so others' guesses never lock the owner out; all IPs together have a ceiling
+    # against a spread-out guess. Neither touches the emailed link (256 bits, not a guess).
+    "verify.account_ip": Limit(5, 600),  # code tries per (address, client IP)
+    "verify.account": Limit(30, 600),  # code tries per address, from every IP together
     "verify.resend": Limit(5, 3600),  # resend-verification requests per account
+    # Mail to one address, whatever sends it (the Mailer counts every mail in one place).
+    "mail.address": Limit(5, 3600),
     "token.client": Limit(1200, 60),  # token endpoint per client_id
     "introspect.client": Limit(6000, 60),
 }
@@ -165,6 +171,10 @@ class RateLimiter:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._last_warning: float | None = None
+
+    def limit_of(self, name: str) -> Limit:
+        """The limit ``name`` counts against (KeyError for an unknown name)."""
+        return self._limits[name]
 
     def hit(self, name: str, key: str) -> Decision:
         """Count one attempt for (name, key); denied once the limit is exceeded."""

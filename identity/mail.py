@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import smtplib
 import ssl
 import threading
@@ -29,9 +30,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from identity import metrics, repositories
+from identity import audit, metrics, repositories
 from identity.config import Settings
 from identity.db import Database
+from identity.limits import RateLimiter
 from identity.models import OutboxMessage, utcnow
 
 log = logging.getLogger("identity.mail")
@@ -46,6 +48,19 @@ SUBJECTS: dict[str, str] = {
     "email_change_notice": "Your email address is being changed",
 }
 
+# Mails anyone can have sent to any address (by typing it into a form): they carry no text
+# the requester chose, such as a display name (a "Hi Visit http://evil..." is phishing in our
+# name), and over the address's cap they are dropped.
+OPEN_TEMPLATES = frozenset(
+    {"verify_email", "signup_exists", "password_reset", "email_change_confirm"}
+)
+# Notices of a change to an account, sent to its own address by someone holding its
+# password or mailbox. They count against the cap but are never dropped: whoever filled the
+# cap with the mails above could otherwise hide a password or email change from the owner.
+NOTICES = frozenset({"password_changed", "email_change_notice"})
+# Every mail to one address counts against this named limiter (identity.limits).
+MAIL_CAP = "mail.address"
+
 PRODUCT = "identity"
 _CLAIM_FOR = timedelta(seconds=60)
 # Stop starting sends well before the claim lapses, or another sender could take them too.
@@ -54,17 +69,35 @@ _SMTP_TIMEOUT_SECONDS = 10.0
 _MAX_BACKOFF_SECONDS = 3600
 
 
-class Mailer:
-    """Render a mail from ``templates_dir/email`` and add it to the outbox of a transaction."""
+_LINK_LIKE = re.compile(r"\S*(?:://|www\.|@)\S*|\S+\.[a-z]{2,}\S*", re.IGNORECASE)
 
-    def __init__(self, settings: Settings, templates_dir: Path) -> None:
+
+def without_links(text: str) -> str:
+    """``text`` without anything a mail client could turn into a link (URLs, domains,
+    addresses): for the display names the notices greet people with."""
+    return " ".join(_LINK_LIKE.sub(" ", text).split())
+
+
+class Mailer:
+    """Render a mail from ``templates_dir/email`` and add it to the outbox of a transaction.
+
+    Every mail goes through ``enqueue``, so the per-address cap is kept here, once, whatever
+    flow sends the mail. ``limiter`` is None only for tests that render or store mail alone."""
+
+    def __init__(
+        self, settings: Settings, templates_dir: Path, limiter: RateLimiter | None = None
+    ) -> None:
+        if set(SUBJECTS) != OPEN_TEMPLATES | NOTICES or OPEN_TEMPLATES & NOTICES:
+            raise AssertionError("every mail template is either open or a notice")
         self._settings = settings
+        self._limiter = limiter
         self._env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(templates_dir),
             autoescape=jinja2.select_autoescape(["html"], default_for_string=False, default=False),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
         )
+        self._env.filters["without_links"] = without_links
         # A missing template should stop the server at start, not fail a request later.
         for template in SUBJECTS:
             self._env.get_template(f"email/{template}.txt")
@@ -74,6 +107,8 @@ class Mailer:
         """(subject, text body, HTML body) of ``template``; ValueError for an unknown one."""
         if template not in SUBJECTS:
             raise ValueError(f"unknown mail template {template!r}")
+        if template in OPEN_TEMPLATES and "name" in context:
+            raise ValueError(f"mail {template!r} must not carry text the requester chose")
         for key, value in context.items():
             # Links built from the request's Host header would let anyone aim reset mails
             # at their own site; only the configured issuer is trusted.
@@ -88,16 +123,39 @@ class Mailer:
         # A line break in a header would start a header of its own.
         return " ".join(subject.split()), text, html
 
-    def enqueue(self, session: Session, to: str, template: str, **context: Any) -> OutboxMessage:
-        """Add the mail to ``session``'s transaction: it is sent only if that commits."""
+    def enqueue(
+        self, session: Session, to: str, template: str, **context: Any
+    ) -> OutboxMessage | None:
+        """Add the mail to ``session``'s transaction: it is sent only if that commits. None
+        when ``to`` is over its cap: the mail is dropped and audited, and the caller's answer
+        to whoever asked must not change (it would tell them about the address)."""
         if "@" not in to or any(char in to for char in "\r\n"):
             raise ValueError("not a mail address")
+        # Rendered before the cap is checked, so a dropped mail costs what a sent one does.
         subject, text, html = self.render(template, **context)
+        if not self._within_cap(session, to, template):
+            return None
         message = OutboxMessage(
             to_address=to, subject=subject, template=template, text_body=text, html_body=html
         )
         repositories.add_outbox_message(session, message)
         return message
+
+    def _within_cap(self, session: Session, to: str, template: str) -> bool:
+        if self._limiter is None:
+            return True
+        decision = self._limiter.hit(MAIL_CAP, to.strip().lower())
+        if decision.allowed or template in NOTICES:
+            return True
+        # No address in the row: the limiter's name and the template say what happened.
+        audit.record(
+            session,
+            "mail.dropped",
+            outcome="failure",
+            detail={"template": template, "limiter": MAIL_CAP},
+        )
+        log.info("mail %s to one address over its cap: dropped", template)
+        return False
 
 
 @dataclass(frozen=True)
@@ -246,13 +304,19 @@ class OutboxSender:
     def _write_eml(self, message: OutboxMessage, email: EmailMessage) -> Path:
         directory = self._settings.outbox_dir
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = directory / f"{message.id:06d}-{message.template}.eml"
+        path = outbox_file(directory, message)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
         descriptor = os.open(path, flags, 0o600)
         with os.fdopen(descriptor, "wb") as file:
             os.fchmod(file.fileno(), 0o600)  # a file left by an earlier attempt keeps its mode
             file.write(email.as_bytes())
         return path
+
+
+def outbox_file(directory: Path, message: OutboxMessage) -> Path:
+    """Where the sender writes ``message`` when no SMTP server is set (``identity mail
+    last`` reads it there once the row's body is blanked)."""
+    return directory / f"{message.id:06d}-{message.template}.eml"
 
 
 def _send(server: SmtpServer, email: EmailMessage) -> None:

@@ -212,6 +212,10 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     password_changed_at: Mapped[datetime | None]
+    # Signups of this address while it was unverified. Past one, the address is contested
+    # (someone else may have signed up with it too), so a code anyone can ask for carries no
+    # attempt's password: see ``VerificationChallenge.password_hash``.
+    signup_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
 
     def get_user_id(self) -> str:
         return str(self.id)
@@ -243,7 +247,8 @@ class BrowserSession(Base):
 
 
 class VerificationChallenge(Base):
-    """The live email-verification code (and link) of an account: one at a time, newest wins."""
+    """One email-verification code and its link, bound to the signup attempt it was mailed
+    for. A few may be live at once; a new one never voids an earlier one."""
 
     __tablename__ = "verification_challenges"
     __table_args__ = (Index(None, "user_id"),)
@@ -252,7 +257,11 @@ class VerificationChallenge(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey(_USER_FK, ondelete="CASCADE"))
     code_digest: Mapped[str] = mapped_column(String(64))
     link_digest: Mapped[str] = mapped_column(String(64), unique=True)
-    attempts: Mapped[int] = mapped_column(default=0)
+    # The attempt's argon2 hash and name: whoever verifies with this code gets them, and
+    # every other attempt's password dies (pre-hijacking). No hash: the code proves the
+    # mailbox only, and its user chooses a password afterwards.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]

@@ -28,7 +28,7 @@ class EmailNotVerified(AccountError):
     code = "email_not_verified"
 
     def __init__(self, email: str) -> None:
-        super().__init__("Verify your email address first: we've sent you a new code.")
+        super().__init__("Verify your email address first with the code we emailed you.")
         self.email = email
 
 

@@ -26,6 +26,17 @@ def request_reset(
     accounts.limit("reset.account", email)
     user = repositories.get_user_by_email(session, email)
     if user is None or not user.is_active:
+        # The same work as for an account (nothing kept, nothing sent) and an audit row as
+        # well, so the time the answer takes does not tell whether the address has one.
+        accounts.emailed_secrets.issue_decoy(session, email, PASSWORD_RESET)
+        audit.record(
+            session,
+            "password.reset_requested",
+            context=context,
+            outcome="failure",
+            subject=str(user.id) if user is not None else None,
+            detail={"reason": "no_account" if user is None else "disabled"},
+        )
         return
     accounts.emailed_secrets.issue(session, user, PASSWORD_RESET)  # newest wins
     audit.record(session, "password.reset_requested", context=context, subject=str(user.id))

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from identity import audit, logs, metrics, repositories
 from identity.accounts.credential_events import CredentialEvent, CredentialEvents, Current
-from identity.accounts.emailed_secrets import CODE_ATTEMPTS, EmailedSecrets
+from identity.accounts.emailed_secrets import EmailedSecrets
 from identity.accounts.errors import (
     EmailNotVerified,
     InvalidCode,
@@ -34,7 +34,7 @@ from identity.db import Database
 from identity.limits import DEFAULT_LIMITS, RateLimiter, parse_overrides
 from identity.loop_redis import LoopRedis
 from identity.mail import Mailer
-from identity.models import User, utcnow
+from identity.models import User, VerificationChallenge, utcnow
 from identity.rendering import TEMPLATES_DIR
 from identity.token_families import TokenFamilies
 
@@ -70,7 +70,9 @@ class Accounts:
             limits = {**DEFAULT_LIMITS, **parse_overrides(settings.rate_limits)}
         except ValueError as error:
             raise SettingsError(f"IDENTITY_RATE_LIMITS: {error}") from None
-        mailer = Mailer(settings, TEMPLATES_DIR)
+        limiter = RateLimiter(limits, redis_client, settings.redis_prefix, loop_redis=loop_redis)
+        # The mailer counts every mail against its address's cap, whichever flow sends it.
+        mailer = Mailer(settings, TEMPLATES_DIR, limiter)
         return cls(
             settings=settings,
             database=database,
@@ -78,7 +80,7 @@ class Accounts:
                 settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
             ),
             mailer=mailer,
-            limiter=RateLimiter(limits, redis_client, settings.redis_prefix, loop_redis=loop_redis),
+            limiter=limiter,
             families=families,
             emailed_secrets=EmailedSecrets(settings, mailer, clock),
             clock=clock,
@@ -146,7 +148,10 @@ class Accounts:
         self, session: Session, *, email: str, name: str, password: str, context: RequestContext
     ) -> None:
         """Create an unverified account and mail it a code; the answer never says whether
-        the address was taken (its owner gets a notice instead)."""
+        the address was taken (its owner gets a notice instead).
+
+        Each signup is an attempt: its password and name go with its own code and link, and
+        whoever verifies gets the password of the attempt they verify (pre-hijacking)."""
         self.limit("signup.ip", context.ip or "unknown")
         errors: dict[str, str] = {}
         try:
@@ -163,7 +168,7 @@ class Accounts:
         password_hash = self.hasher.hash(normalised)
         user = repositories.get_user_by_email(session, email, for_update=True)
         if user is None:
-            user = User(email=email, name=name, password_hash=password_hash)
+            user = User(email=email, name=name, password_hash=password_hash, signup_attempts=1)
             try:
                 with session.begin_nested():  # a racing signup for the same address may win
                     repositories.add_user(session, user)
@@ -172,7 +177,7 @@ class Accounts:
                 assert user is not None
                 self._signup_existing(session, user, name, password_hash, context)
                 return
-            self.emailed_secrets.issue_code(session, user)
+            self.emailed_secrets.issue_code(session, user, password_hash=password_hash, name=name)
             audit.record(session, "signup", context=context, subject=str(user.id))
             return
         self._signup_existing(session, user, name, password_hash, context)
@@ -190,10 +195,11 @@ class Accounts:
             )
             audit.record(session, "signup.duplicate", context=context, subject=str(user.id))
             return
-        # Pre-hijacking: whatever an earlier, unverified registrant set up dies here.
-        repositories.delete_user_sessions(session, user.id)
-        user.password_hash, user.name = password_hash, name
-        self.emailed_secrets.issue_code(session, user)
+        # Another attempt at an unverified address, maybe by someone else: the account keeps
+        # the password and name it has (a later registrant must not replace the first one's),
+        # and this attempt's own go with its own code. Verifying decides who wins.
+        user.signup_attempts += 1
+        self.emailed_secrets.issue_code(session, user, password_hash=password_hash, name=name)
         audit.record(session, "signup.repeated", context=context, subject=str(user.id))
 
     def resend_code(self, session: Session, email: str, context: RequestContext) -> None:
@@ -205,34 +211,49 @@ class Accounts:
         self.limit("verify.resend", email)
         user = repositories.get_user_by_email(session, email)
         if user is not None and not user.email_verified and user.is_active:
-            self.emailed_secrets.issue_code(session, user)
+            # Anyone can ask for this code, so it may carry the account's password only when
+            # one signup (or an operator) set it. Past one attempt nobody can tell whose the
+            # password is: the code then proves the mailbox only.
+            single = user.signup_attempts <= 1
+            self.emailed_secrets.issue_code(
+                session,
+                user,
+                password_hash=user.password_hash if single else None,
+                name=user.name if single else None,
+            )
             audit.record(session, "verify.resent", context=context, subject=str(user.id))
 
     def verify_code(self, session: Session, email: str, code: str, context: RequestContext) -> User:
-        """Verify with the 6-digit code; each try counts, five wrong ones kill the code."""
-        wrong = InvalidCode("That code is wrong or has expired. Check the latest email.")
+        """Verify with a 6-digit code: the account gets the password and name of the signup
+        attempt the code was mailed for.
+
+        Wrong codes count per address and client IP, not per code (SECURITY.md: codes are
+        "invalid after 5 wrong tries" and "others' guesses never lock the owner out"). One IP
+        gets 5 tries per address in 10 minutes, then waits 10 minutes, doubling; as a code
+        lives 10 minutes, every code live at an IP's first wrong try is dead before that IP
+        may try again. All IPs together get 30 tries per address in 10 minutes, with the same
+        back-off, against a guess spread over many IPs. Neither limit touches the emailed
+        link, which is 256 bits and no guess, so the owner always has a way in."""
+        wrong = InvalidCode("That code is wrong or has expired.")
         try:
             email = normalise_email(email)
         except InvalidInput:
             raise wrong from None
+        # Counted before the comparison, atomically (Redis INCR or a lock), so concurrent
+        # guesses cannot slip past a limit, and outside the transaction, so counts stick.
+        self.limit("verify.account_ip", f"{email} {context.ip or 'unknown'}")
         self.limit("verify.account", email)
-        user = repositories.get_user_by_email(session, email)
-        challenge = None if user is None else self.emailed_secrets.live_code(session, user)
-        if user is None or challenge is None:
+        # Locked: two attempts verified at once run one after the other, and one wins.
+        user = repositories.get_user_by_email(session, email, for_update=True)
+        if user is None or user.email_verified:
             raise wrong
-        # The try is counted in its own transaction, before the comparison, so it sticks
-        # even though a wrong code fails this request; the update is conditional, so
-        # concurrent guesses cannot exceed the limit.
-        with self.database.transaction() as counting:
-            allowed = repositories.take_challenge_attempt(counting, challenge.id, CODE_ATTEMPTS)
-        if not allowed:
-            raise InvalidCode("Too many wrong codes. Ask for a new code.")
-        if not self.emailed_secrets.code_matches(user, challenge, code):
+        challenge = self.emailed_secrets.matching_code(session, user, code)
+        if challenge is None:
             self._record_apart("verify.failed", context, subject=str(user.id))
             raise wrong
         if not self.emailed_secrets.consume_code(session, challenge):
             raise wrong
-        self._mark_verified(session, user, context)
+        self._mark_verified(session, user, challenge, context)
         return user
 
     def verify_link(self, session: Session, token: str, context: RequestContext) -> User:
@@ -242,14 +263,35 @@ class Accounts:
             raise InvalidLink()
         user = repositories.get_user(session, challenge.user_id)
         assert user is not None
-        self._mark_verified(session, user, context)
+        if user.email_verified:  # a verified account's password changes only by its owner
+            raise InvalidLink()
+        self._mark_verified(session, user, challenge, context)
         return user
 
-    def _mark_verified(self, session: Session, user: User, context: RequestContext) -> None:
+    def _mark_verified(
+        self,
+        session: Session,
+        user: User,
+        challenge: VerificationChallenge,
+        context: RequestContext,
+    ) -> None:
+        """The mailbox is proven for the attempt ``challenge`` was mailed for: the account
+        takes its password and name, and every other attempt's code, link, password and
+        session die."""
+        if challenge.password_hash != user.password_hash:
+            user.password_hash = challenge.password_hash  # None: choose one with a reset
+            user.password_changed_at = self.now()
+        user.name = challenge.name or ""
         user.email_verified = True
         repositories.delete_user_sessions(session, user.id)  # set up before the proof: gone
         self.emailed_secrets.discard_codes(session, user.id)
-        audit.record(session, "email.verified", context=context, subject=str(user.id))
+        audit.record(
+            session,
+            "email.verified",
+            context=context,
+            subject=str(user.id),
+            detail={"with_password": challenge.password_hash is not None},
+        )
 
     # -- login ---------------------------------------------------------------------------------
 
@@ -289,7 +331,18 @@ class Accounts:
             with self.database.transaction() as own:
                 unverified = repositories.get_user(own, user.id)
                 assert unverified is not None
-                self.emailed_secrets.issue_code(own, unverified)
+                # A code for this password may be in the inbox right now: it stays valid and
+                # no mail goes out ("Send a new code" is the person's choice). Only when none
+                # is live does one go out, bound to the password just proven. A live code of
+                # another attempt does not count: it would give its user another password.
+                bound = unverified.password_hash
+                if self.emailed_secrets.live_code_for(own, unverified, bound) is None:
+                    self.emailed_secrets.issue_code(
+                        own,
+                        unverified,
+                        password_hash=unverified.password_hash,
+                        name=unverified.name,
+                    )
                 audit.record(own, "login.unverified", context=context, subject=str(user.id))
             raise EmailNotVerified(email)
         audit.record(session, "login.succeeded", context=context, subject=str(user.id))

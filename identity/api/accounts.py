@@ -15,8 +15,15 @@ from identity.api.bodies import (
 )
 from identity.api.calls import ApiCall, Result
 from identity.api.problems import invalid_input
+from identity.models import User
 
 CHECK_EMAIL = AccountStatus(status="check_email")
+
+
+def _verified(user: User) -> AccountStatus:
+    """A code that proved the mailbox only (anyone could ask for it, so it carried no
+    password) leaves the account without one: the client sends the person to a reset."""
+    return AccountStatus(status="verified" if user.password_hash else "verified_without_password")
 
 
 def register(call: ApiCall) -> Result:
@@ -33,8 +40,7 @@ def verify_email(call: ApiCall) -> Result:
     if body.token is not None:
         if body.email is not None or body.code is not None:
             raise invalid_input({"token": "Send either a token, or an email and a code."})
-        call.accounts.verify_link(call.db, body.token, call.context)
-        return AccountStatus(status="verified")
+        return _verified(call.accounts.verify_link(call.db, body.token, call.context))
     missing = {
         name: "This field is required (or send the emailed link's token)."
         for name, value in (("email", body.email), ("code", body.code))
@@ -43,8 +49,7 @@ def verify_email(call: ApiCall) -> Result:
     if missing:
         raise invalid_input(missing)
     assert body.email is not None and body.code is not None
-    call.accounts.verify_code(call.db, body.email, body.code, call.context)
-    return AccountStatus(status="verified")
+    return _verified(call.accounts.verify_code(call.db, body.email, body.code, call.context))
 
 
 def resend_verification(call: ApiCall) -> Result:

@@ -116,7 +116,9 @@ class AdminAuditQuery(BaseModel):
 
 
 class AccountStatus(BaseModel):
-    status: Literal["check_email", "verified", "password_reset"]
+    # verified_without_password: the code proved the mailbox only (anyone could have asked
+    # for it); the person chooses a password through /password/forgot.
+    status: Literal["check_email", "verified", "verified_without_password", "password_reset"]
 
 
 class Me(BaseModel):

@@ -26,7 +26,7 @@ from identity.protocol.server import current_session
 from identity.protocol.tokens import Authentication
 
 WRONG_CREDENTIALS = "The email or password is wrong."
-EMAIL_NOT_VERIFIED = "email_not_verified: verify the email address first; a new code was sent."
+EMAIL_NOT_VERIFIED = "email_not_verified: verify the email address first with the mailed code."
 
 
 class LoginThrottledError(OAuth2Error):  # type: ignore[misc]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from identity.models import OneTimeToken, VerificationChallenge
+from identity.models import OneTimeToken, User, VerificationChallenge
 
 __all__ = [
     "add_challenge",
@@ -17,9 +18,10 @@ __all__ = [
     "delete_challenges",
     "delete_one_time_tokens",
     "get_one_time_token",
-    "live_challenge",
+    "keep_newest_challenges",
+    "live_challenges",
+    "lock_challenge_owner",
     "prune_one_time_secrets",
-    "take_challenge_attempt",
     "use_challenge",
     "use_one_time_token",
 ]
@@ -34,9 +36,10 @@ def delete_challenges(session: Session, user_id: uuid.UUID) -> None:
     session.execute(delete(VerificationChallenge).where(VerificationChallenge.user_id == user_id))
 
 
-def live_challenge(
+def live_challenges(
     session: Session, user_id: uuid.UUID, now: datetime
-) -> VerificationChallenge | None:
+) -> Sequence[VerificationChallenge]:
+    """The user's unused, unexpired challenges, newest first."""
     query = (
         select(VerificationChallenge)
         .where(
@@ -45,28 +48,44 @@ def live_challenge(
             VerificationChallenge.expires_at > now,
         )
         .order_by(VerificationChallenge.id.desc())
-        .limit(1)
     )
-    return session.scalars(query).one_or_none()
+    return session.scalars(query).all()
+
+
+def keep_newest_challenges(session: Session, user_id: uuid.UUID, now: datetime, keep: int) -> None:
+    """Delete the user's spent and expired challenges, and the live ones past the newest
+    ``keep``."""
+    mine = VerificationChallenge.user_id == user_id
+    session.execute(
+        delete(VerificationChallenge).where(
+            mine,
+            or_(
+                VerificationChallenge.used_at.is_not(None), VerificationChallenge.expires_at <= now
+            ),
+        )
+    )
+    newest = (
+        select(VerificationChallenge.id)
+        .where(mine)
+        .order_by(VerificationChallenge.id.desc())
+        .limit(keep)
+    )
+    session.execute(
+        delete(VerificationChallenge)
+        .where(mine, VerificationChallenge.id.not_in(newest.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )
+
+
+def lock_challenge_owner(session: Session, challenge: VerificationChallenge) -> User | None:
+    """The challenge's user, its row locked to the end of the transaction (PostgreSQL), so
+    that two verifications of one account run one after the other."""
+    return session.get(User, challenge.user_id, with_for_update=True, populate_existing=True)
 
 
 def challenge_by_link(session: Session, link_digest: str) -> VerificationChallenge | None:
     query = select(VerificationChallenge).where(VerificationChallenge.link_digest == link_digest)
     return session.scalars(query).one_or_none()
-
-
-def take_challenge_attempt(session: Session, challenge_id: int, max_attempts: int) -> bool:
-    """Count one try, atomically; False when the challenge has no tries left (or is used)."""
-    result = session.execute(
-        update(VerificationChallenge)
-        .where(
-            VerificationChallenge.id == challenge_id,
-            VerificationChallenge.attempts < max_attempts,
-            VerificationChallenge.used_at.is_(None),
-        )
-        .values(attempts=VerificationChallenge.attempts + 1)
-    )
-    return int(result.rowcount) == 1  # type: ignore[attr-defined]
 
 
 def use_challenge(session: Session, challenge_id: int, now: datetime) -> bool:

@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute, Route
 from identity import audit
 from identity.accounts import recovery, sessions
 from identity.accounts.errors import AccountError, EmailNotVerified, InvalidInput, Throttled
+from identity.models import User
 from identity.web.authorize import pending_resume_path
 from identity.web.pages import (
     Visit,
@@ -91,26 +92,47 @@ async def verify_email(request: Request) -> Response:
     def by_code(visit: Visit) -> Response:
         email = form.get("email", "")
         try:
-            accounts.verify_code(visit.db, email, form.get("code", ""), visit.context)
+            user = accounts.verify_code(visit.db, email, form.get("code", ""), visit.context)
         except AccountError as error:
-            return render(
+            status, text = 400, str(error)
+            if isinstance(error, Throttled):
+                # This IP waits; the link in the mail is no guess and still works.
+                status, text = 429, f"{error} Or open the link in the email: it still works."
+            response = render(
                 request,
                 visit,
                 "verify_email.html",
-                400,
+                status,
                 email=email,
-                errors={"code": str(error)},
+                errors={"code": text},
                 values={"email": email},
             )
+            if isinstance(error, Throttled):
+                response.headers["Retry-After"] = str(error.retry_after)
+            return response
+        return _verified(request, visit, user, "/login?email=" + quote(email))
+
+    return await transact(request, by_code, form=form)
+
+
+def _verified(request: Request, visit: Visit, user: User, login: str) -> Response:
+    """The page after a verification. A code that proved the mailbox only (anyone could
+    have asked for it, so it carried no password) leaves the account without one."""
+    if user.password_hash is None:
         return message(
             request,
             visit,
             "Email verified",
-            "Your email address is verified. You can sign in now.",
-            link=("/login?email=" + quote(email), "Sign in"),
+            "Your email address is verified. Choose a password to sign in.",
+            link=("/forgot-password", "Choose a password"),
         )
-
-    return await transact(request, by_code, form=form)
+    return message(
+        request,
+        visit,
+        "Email verified",
+        "Your email address is verified. You can sign in now.",
+        link=(login, "Sign in"),
+    )
 
 
 async def confirm_verification(request: Request) -> Response:
@@ -119,7 +141,7 @@ async def confirm_verification(request: Request) -> Response:
 
     def work(visit: Visit) -> Response:
         try:
-            accounts.verify_link(visit.db, form.get("token", ""), visit.context)
+            user = accounts.verify_link(visit.db, form.get("token", ""), visit.context)
         except AccountError as error:
             return message(
                 request,
@@ -129,13 +151,7 @@ async def confirm_verification(request: Request) -> Response:
                 400,
                 link=("/verify-email", "Enter a code instead"),
             )
-        return message(
-            request,
-            visit,
-            "Email verified",
-            "Your email address is verified. You can sign in now.",
-            link=("/login", "Sign in"),
-        )
+        return _verified(request, visit, user, "/login")
 
     return await transact(request, work, form=form)
 
@@ -167,6 +183,12 @@ async def login(request: Request) -> Response:
         try:
             user = accounts.authenticate(visit.db, email, form.get("password", ""), visit.context)
         except EmailNotVerified as error:
+            # No session, and no new mail if a code is live: the person types the code they
+            # have, or asks for a new one on that page.
+            visit.flash(
+                "Your email address is not verified yet. Enter the code from our email, "
+                "or send yourself a new one."
+            )
             return redirect("/verify-email?email=" + quote(error.email))
         except (InvalidInput, AccountError) as error:
             if isinstance(error, Throttled):

@@ -124,7 +124,9 @@ def world(services: Services, database: Database, make_client: MakeClient) -> Wo
             new_email="new@example.com",
         )
         accounts.emailed_secrets.issue(session, row, PASSWORD_RESET)
-        accounts.emailed_secrets.issue_code(session, row)
+        accounts.emailed_secrets.issue_code(
+            session, row, password_hash=row.password_hash, name=row.name
+        )
     return World(
         user=user,
         current_session=_session(database, user),

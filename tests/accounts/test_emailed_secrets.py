@@ -10,9 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from identity import repositories
 from identity.accounts.emailed_secrets import (
-    CODE_ATTEMPTS,
     CODE_LIFETIME,
     EMAIL_CHANGE,
     PASSWORD_RESET,
@@ -22,7 +20,7 @@ from identity.accounts.emailed_secrets import (
 from identity.accounts.service import Accounts
 from identity.config import Settings
 from identity.db import Database
-from identity.models import OneTimeToken, User, VerificationChallenge
+from identity.models import AuditEvent, OneTimeToken, OutboxMessage, User, VerificationChallenge
 from tests.accounts.conftest import Clock, code_in, create_user, mails, token_in
 from tests.conftest import ISSUER
 
@@ -199,7 +197,7 @@ def test_pending_is_the_live_link_and_none_once_spent(
 def _issue_code(emailed: EmailedSecrets, database: Database, user: User) -> tuple[str, str]:
     """Issue a code to ``user``: (code, link token) from its mail."""
     with database.transaction() as session:
-        emailed.issue_code(session, user)
+        emailed.issue_code(session, user, password_hash=user.password_hash, name=user.name)
     message = mails(database, user.email, "verify_email")[-1]
     return code_in(message), token_in(message, "/verify-email")
 
@@ -256,13 +254,44 @@ def test_a_verification_link_is_consumed_only_once(
         assert emailed.consume_code_link(session, token) is None
 
 
-def test_a_verification_link_dies_after_five_wrong_codes(
+def test_a_new_code_keeps_the_earlier_live_code_and_its_link(
     emailed: EmailedSecrets, database: Database, user: User
 ) -> None:
-    _, token = _issue_code(emailed, database, user)
-    challenge = _challenge(database, user)
-    for _ in range(CODE_ATTEMPTS):
-        with database.transaction() as session:
-            assert repositories.take_challenge_attempt(session, challenge.id, CODE_ATTEMPTS)
+    first_code, first_link = _issue_code(emailed, database, user)
+    second_code, _ = _issue_code(emailed, database, user)
+    assert first_code != second_code  # two live codes of one account always differ
     with database.transaction() as session:
-        assert emailed.consume_code_link(session, token) is None
+        first = emailed.matching_code(session, user, first_code)
+        assert first is not None and first.link_digest == _sha256(first_link)
+        assert emailed.matching_code(session, user, second_code) is not None
+
+
+def test_over_the_mail_cap_nothing_is_stored_and_the_earlier_link_stays(
+    emailed: EmailedSecrets, accounts: Accounts, database: Database, user: User
+) -> None:
+    cap = accounts.limiter.limit_of("mail.address").attempts
+    tokens = [_issue(emailed, database, user, PASSWORD_RESET) for _ in range(cap)]
+    with database.transaction() as session:
+        assert not emailed.issue(session, user, PASSWORD_RESET)
+        assert not emailed.issue_code(session, user, password_hash=None, name=None)
+    assert len(mails(database, user.email)) == cap
+    assert _consume(emailed, database, PASSWORD_RESET, tokens[-1]) is not None
+    with database.transaction() as session:
+        assert emailed.live_code(session, user) is None
+        dropped = session.scalars(
+            select(AuditEvent.detail).where(AuditEvent.type == "mail.dropped")
+        )
+        assert [d["template"] for d in dropped] == ["password_reset", "verify_email"]
+
+
+def test_a_decoy_sends_nothing_and_keeps_nothing(
+    emailed: EmailedSecrets, database: Database, user: User
+) -> None:
+    live = _issue(emailed, database, user, PASSWORD_RESET)
+    with database.transaction() as session:
+        emailed.issue_decoy(session, "nobody@example.com", PASSWORD_RESET)
+        emailed.issue_decoy(session, user.email, PASSWORD_RESET)
+    with database.transaction() as session:
+        assert session.scalars(select(OutboxMessage.to_address)).all() == [user.email]
+        assert len(session.scalars(select(OneTimeToken)).all()) == 1
+    assert _consume(emailed, database, PASSWORD_RESET, live) is not None
