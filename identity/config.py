@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 log = logging.getLogger("identity.config")
 
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -29,16 +32,29 @@ def _boolean(raw: str) -> bool:
     raise ValueError("expected on/off, true/false, yes/no or 1/0")
 
 
+def _whole_number(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
 def _positive_int(raw: str) -> int:
-    value = int(raw)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
     if value <= 0:
         raise ValueError("expected a whole number above 0")
     return value
 
 
 def _non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if value < 0:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
         raise ValueError("expected a number of seconds, 0 or more")
     return value
 
@@ -55,11 +71,35 @@ def _optional(raw: str) -> str | None:
     return raw.strip() or None
 
 
-def _log_format(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in {"json", "text"}:
-        raise ValueError("expected json or text")
-    return value
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+# The databases identity runs on, and the SQLAlchemy URL schemes that reach them.
+_DATABASE_SCHEMES = {"sqlite", "sqlite+pysqlite", "postgresql+psycopg"}
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be identity's database, or None. Never repeats the URL: it may
+    hold a password."""
+    try:
+        scheme = make_url(url).drivername
+    except ArgumentError:
+        return "not a database URL; expected sqlite:///PATH or postgresql+psycopg://USER@HOST/NAME"
+    if scheme in _DATABASE_SCHEMES:
+        return None
+    if scheme.split("+")[0] in {"postgres", "postgresql"}:
+        return f"write postgresql+psycopg://... instead of {scheme}:// (identity uses psycopg 3)"
+    return (
+        f"{scheme} is not supported; identity runs on SQLite (sqlite:///PATH) "
+        "and PostgreSQL (postgresql+psycopg://...)"
+    )
 
 
 def _setting(
@@ -73,7 +113,11 @@ def _setting(
 class Settings:
     """Every knob of identity; the README's settings table is generated from these docs."""
 
-    issuer: str = _setting("http://127.0.0.1:8000", doc="Public base URL; the `iss` of every token")
+    issuer: str = _setting(
+        "http://localhost:8000",
+        doc="Public base URL; the `iss` of every token. Unset, `identity serve` uses "
+        "`http://localhost:PORT` (on a loopback or wildcard `--host`)",
+    )
     database_url: str = _setting(
         "sqlite:///./identity.db",
         doc="SQLAlchemy URL: `sqlite:///...` or `postgresql+psycopg://...`",
@@ -106,7 +150,7 @@ class Settings:
     )
     refresh_grace_seconds: int = _setting(
         0,
-        int,
+        _whole_number,
         doc="A client retrying a refresh within this many seconds gets the same successor",
     )
     password_grant: bool = _setting(
@@ -145,9 +189,16 @@ class Settings:
     migrate_on_start: bool = _setting(
         True, _boolean, doc="`identity serve` runs `alembic upgrade head` before it listens"
     )
-    log_level: str = _setting("info", doc="Log level: debug, info, warning, error")
+    log_level: str = _setting(
+        "info",
+        _one_of("debug", "info", "warning", "error"),
+        doc="Log level: debug, info, warning, error",
+    )
     log_format: str = _setting(
-        "json", _log_format, doc="`json` (one object a line) or `text` (for a terminal)"
+        "auto",
+        _one_of("auto", "json", "text"),
+        doc="`json` (one object a line), `text` (for a terminal), or `auto`: text when "
+        "stderr is a terminal, else json",
     )
     metrics_token: str | None = _setting(
         None,
@@ -183,6 +234,9 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        database_problem = database_url_problem(self.database_url)
+        if database_problem is not None:
+            raise SettingsError(f"IDENTITY_DATABASE_URL: {database_problem}")
         scheme = urlsplit(self.issuer).scheme
         if scheme not in {"http", "https"} or not urlsplit(self.issuer).hostname:
             raise SettingsError(f"IDENTITY_ISSUER must be an http(s) URL, got {self.issuer!r}")
@@ -222,10 +276,13 @@ class Settings:
             variable = "IDENTITY_" + item.name.upper()
             if variable not in environ:
                 continue
+            raw = environ[variable]
             try:
-                values[item.name] = item.metadata["parse"](environ[variable])
+                values[item.name] = item.metadata["parse"](raw)
             except ValueError as error:
-                raise SettingsError(f"{variable}: {error}") from None
+                # The value itself only when it is no secret (a URL may hold a password).
+                shown = "" if not item.repr else f", not {raw!r}"
+                raise SettingsError(f"{variable}: {error}{shown}") from None
         values.update(overrides)
         return cls(**values)
 
@@ -237,6 +294,46 @@ class Settings:
             log.warning("IDENTITY_DATABASE_URL is SQLite: use PostgreSQL in production")
         if self.redis_url is None:
             log.warning("IDENTITY_REDIS_URL is unset: limiters are per process, not shared")
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _reaches_loopback(host: str) -> bool:
+    """A server listening on ``host`` answers on the loopback interface."""
+    return _is_loopback(host) or host.strip("[]") in {"0.0.0.0", "::", ""}  # noqa: S104
+
+
+def serving_issuer(host: str, port: int) -> str:
+    """The issuer of ``identity serve --host HOST --port PORT`` when IDENTITY_ISSUER is unset.
+
+    On a loopback or wildcard host it is ``localhost``: a name, not an address, because
+    browsers accept passkeys for ``localhost`` and never for an IP address."""
+    if _reaches_loopback(host):
+        return f"http://localhost:{port}"
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def issuer_mismatch(issuer: str, host: str, port: int) -> str | None:
+    """Why a loopback ``issuer`` is not where ``identity serve --host --port`` answers, or
+    None. A non-loopback issuer is a proxy's public URL, which this cannot check."""
+    parts = urlsplit(issuer)
+    if not _is_loopback(parts.hostname or ""):
+        return None
+    issuer_port = parts.port or (443 if parts.scheme == "https" else 80)
+    if issuer_port == port and _reaches_loopback(host):
+        return None
+    return (
+        f"IDENTITY_ISSUER is {issuer} but identity listens on {host}:{port}: discovery, "
+        f"tokens and mail links point to {issuer}. Right behind a proxy there; otherwise "
+        f"unset IDENTITY_ISSUER (identity then uses {serving_issuer(host, port)})"
+    )
 
 
 def settings_table() -> list[tuple[str, str, str]]:

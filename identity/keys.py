@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from joserfc.jwk import KeySet, RSAKey
 
@@ -137,7 +137,9 @@ class KeyStore:
             ring = self._build_ring(self.records())
         except (OSError, ValueError, KeyError) as error:
             if self._ring is None:
-                raise
+                raise KeyStoreError(
+                    f"the keys in {self.directory.absolute()} cannot be loaded: {error}"
+                ) from None
             # A half-copied key folder must not take a running server down: keep signing
             # with what worked and say so.
             log.error(
@@ -188,10 +190,30 @@ class KeyStore:
 
     # -- writing (under the folder lock) ---------------------------------------------------
 
+    def _check_folder(self) -> None:
+        if self.directory.exists() and not self.directory.is_dir():
+            raise KeyStoreError(
+                f"the keys folder {self.directory.absolute()} (IDENTITY_KEYS_DIR) is a file, "
+                "not a folder"
+            )
+
+    def _lock_file(self, doing: str) -> IO[str]:
+        """The open lock file; KeyStoreError naming ``doing`` when the folder cannot be
+        written (a read-only secret mount). Only writers take the lock."""
+        self._check_folder()
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return open(self.directory / ".lock", "a+")  # closed by _locked
+        except OSError as error:
+            raise KeyStoreError(
+                f"{doing} needs a writable keys folder, and {self.directory.absolute()} is not "
+                f"({error.strerror}): run it where the folder can be written, such as the "
+                "source of the mounted secret"
+            ) from None
+
     @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(self.directory / ".lock", "a+") as lock_file:
+    def _locked(self, lock_file: IO[str]) -> Iterator[None]:
+        with lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
                 yield
@@ -219,8 +241,20 @@ class KeyStore:
     def ensure(self) -> bool:
         """Create the first key set (one active, one next) unless there is one. True if created.
 
-        Safe when many workers start at once: the folder lock lets exactly one create it."""
-        with self._locked():
+        Safe when many workers start at once: the folder lock lets exactly one create it. A
+        folder that has its keys is only read, so it may be a read-only mount."""
+        self._check_folder()
+        if (self.directory / MANIFEST).exists():
+            return False  # the manifest is written last and atomically: the set is there
+        try:
+            lock_file = self._lock_file("creating the first keys")
+        except KeyStoreError:
+            raise KeyStoreError(
+                f"no signing keys in {self.directory.absolute()}, and it cannot be written: "
+                "create them once where the folder is writable (`identity keys list` does) and "
+                "mount that folder, or let identity write to this one for its first start"
+            ) from None
+        with self._locked(lock_file):
             if (self.directory / MANIFEST).exists():
                 return False
             self._write([self._new_key("active"), self._new_key("next")])
@@ -230,7 +264,7 @@ class KeyStore:
     def rotate(self) -> KeyRecord:
         """The published ``next`` key signs from now on, the active one retires, a new ``next``
         is published."""
-        with self._locked():
+        with self._locked(self._lock_file("keys rotate")):
             records = self.records()
             now = self._clock()
             if not any(r.state == "next" for r in records):
@@ -257,7 +291,7 @@ class KeyStore:
         """Delete retired keys whose tokens have all expired, or one named retired key.
 
         A named key still within its grace is kept unless ``force`` (a compromised key)."""
-        with self._locked():
+        with self._locked(self._lock_file("keys retire")):
             records = self.records()
             now = self._clock()
             if kid is not None:

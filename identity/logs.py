@@ -13,12 +13,13 @@ import json
 import logging
 import re
 import secrets
+import sys
 import time
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
@@ -200,11 +201,26 @@ class TextFormatter(logging.Formatter):
 _IN_MESSAGE = frozenset({"method", "path", "status", "latency_ms", "user_agent"})
 
 
-def logging_config(log_format: str, level: str) -> dict[str, Any]:
+def resolved_format(log_format: str, stream: TextIO | None = None) -> str:
+    """``json`` or ``text``: ``auto`` is text for a person at a terminal (``stream``, by
+    default stderr) and JSON for whatever collects the logs of a service."""
+    if log_format != "auto":
+        return log_format
+    stream = sys.stderr if stream is None else stream
+    try:
+        return "text" if stream.isatty() else "json"
+    except (AttributeError, ValueError):  # a closed or stand-in stream: no one is looking
+        return "json"
+
+
+def logging_config(log_format: str, level: str, stream: TextIO | None = None) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for ``identity serve`` (each uvicorn worker applies
-    it): every line through one formatter; uvicorn's access log off, ours replaces it."""
+    it): every line through one formatter; uvicorn's access log off, ours replaces it.
+    ``auto`` is decided here, once, from the stderr that the workers inherit."""
     formatter = (
-        "identity.logs.JsonFormatter" if log_format == "json" else "identity.logs.TextFormatter"
+        "identity.logs.JsonFormatter"
+        if resolved_format(log_format, stream) == "json"
+        else "identity.logs.TextFormatter"
     )
     level = level.upper()
     return {

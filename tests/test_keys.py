@@ -166,3 +166,29 @@ def test_a_broken_key_folder_keeps_the_running_key_set(tmp_path: Path) -> None:
     kid = store.ring().signing_kid
     (tmp_path / "manifest.json").write_text("{ not json")
     assert store.ring().signing_kid == kid
+
+
+def test_a_complete_key_set_is_read_without_taking_the_lock(tmp_path: Path) -> None:
+    # A mounted secret is read-only: reading must not need the lock file the writers use.
+    _store(tmp_path).ensure()
+    (tmp_path / ".lock").unlink()
+    store = _store(tmp_path)
+    assert store.ensure() is False
+    assert store.ring().signing_kid
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_a_keys_dir_that_is_a_file_is_named_in_the_error(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("not a folder")
+    for operation in (_store(path).ensure, _store(path).rotate):
+        with pytest.raises(KeyStoreError, match=f"{path} .*is a file, not a folder"):
+            operation()
+
+
+def test_a_key_file_missing_at_start_is_one_error_naming_the_folder(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.ensure()
+    (tmp_path / f"{store.ring().signing_kid}.pem").unlink()
+    with pytest.raises(KeyStoreError, match=f"keys in {tmp_path} cannot be loaded"):
+        _store(tmp_path).ring()

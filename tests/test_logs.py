@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -136,11 +137,32 @@ def test_serve_logging_config_turns_off_uvicorn_access_log() -> None:
     assert logging_config("text", "debug")["root"]["level"] == "DEBUG"
 
 
-def test_log_format_setting_accepts_json_or_text_only() -> None:
-    assert Settings.from_env({}).log_format == "json"
+def test_log_format_setting_accepts_auto_json_or_text_only() -> None:
+    assert Settings.from_env({}).log_format == "auto"
     assert Settings.from_env({"IDENTITY_LOG_FORMAT": "TEXT"}).log_format == "text"
     with pytest.raises(ValueError, match="IDENTITY_LOG_FORMAT"):
         Settings.from_env({"IDENTITY_LOG_FORMAT": "xml"})
+
+
+def test_auto_log_format_is_text_on_a_terminal_and_json_otherwise() -> None:
+    leader, follower = os.openpty()
+    reader, writer = os.pipe()
+    with open(follower, "w") as terminal, open(writer, "w") as pipe:
+        assert logging_config("auto", "info", terminal)["formatters"]["default"]["()"] == (
+            "identity.logs.TextFormatter"
+        )
+        assert logging_config("auto", "info", pipe)["formatters"]["default"]["()"] == (
+            "identity.logs.JsonFormatter"
+        )
+        # Set explicitly, the format is the same wherever stderr goes.
+        assert logging_config("json", "info", terminal)["formatters"]["default"]["()"] == (
+            "identity.logs.JsonFormatter"
+        )
+        assert logging_config("text", "info", pipe)["formatters"]["default"]["()"] == (
+            "identity.logs.TextFormatter"
+        )
+    os.close(leader)
+    os.close(reader)
 
 
 # -- no secret in any line ---------------------------------------------------------------------

@@ -14,16 +14,28 @@ from sqlalchemy.orm import Session
 from identity import audit
 from identity.accounts import operators
 from identity.accounts.errors import AccountError
-from identity.cli.common import CommandError, emit, open_database
+from identity.cli.common import CommandError, emit, open_database, write
 from identity.config import Settings
 from identity.models import utcnow
 
 
+def _columns(when: str, kind: str, outcome: str, subject: str, client: str, ip: str) -> str:
+    return f"{when:<25}  {kind:<24} {outcome:<8} {subject:<36}  {client}  {ip}"
+
+
+# Over the columns of the text output, so a reader knows a subject from a client.
+_HEADER = _columns("TIME", "TYPE", "OUTCOME", "SUBJECT", "CLIENT", "IP")
+
+
 def _audit_line(row: dict[str, Any]) -> str:
     when = datetime.fromisoformat(row["occurred_at"]).isoformat(timespec="seconds")
-    return (
-        f"{when}  {row['type']:<24} {row['outcome']:<8} {row['subject'] or '-':<36}  "
-        f"{row['client_id'] or '-'}  {row['ip'] or '-'}"
+    return _columns(
+        when,
+        row["type"],
+        row["outcome"],
+        row["subject"] or "-",
+        row["client_id"] or "-",
+        row["ip"] or "-",
     )
 
 
@@ -67,24 +79,27 @@ def _audit_selection(args: argparse.Namespace, session: Session) -> audit.AuditF
 
 def audit_list(args: argparse.Namespace, settings: Settings) -> None:
     limit = _positive(args.limit, "--limit")
-    with open_database(settings).transaction() as session:
+    with open_database(settings, reading=True).transaction() as session:
         selection = _audit_selection(args, session)
         rows = [audit.as_dict(event) for event in audit.latest(session, selection, limit)]
-    emit(args, rows, "\n".join(_audit_line(row) for row in rows) or "no events")
+    lines = [_HEADER, *(_audit_line(row) for row in rows)] if rows else ["no events"]
+    emit(args, rows, "\n".join(lines))
 
 
 def audit_tail(args: argparse.Namespace, settings: Settings) -> None:
     limit = _positive(args.limit, "--limit")
     interval = _positive(args.interval, "--interval", float)
-    database = open_database(settings)
+    database = open_database(settings, reading=True)
 
     def show(row: dict[str, Any]) -> None:
-        print(json.dumps(row, default=str) if args.json else _audit_line(row), flush=True)
+        write(json.dumps(row, default=str) if args.json else _audit_line(row))
 
     try:
         with database.transaction() as session:
             selection = _audit_selection(args, session)
             rows = [audit.as_dict(event) for event in audit.latest(session, selection, limit)]
+        if not args.json:
+            write(_HEADER)  # once the filters were found good: an error is then the only line
         for row in rows:
             show(row)
         after_id = rows[-1]["id"] if rows else None
@@ -118,13 +133,15 @@ def audit_prune(args: argparse.Namespace, settings: Settings) -> None:
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     """Add ``audit list|tail|prune`` to the command parser."""
-    audit_commands = commands.add_parser("audit", help="the security event log").add_subparsers(
-        dest="action", required=True
-    )
+    audit_commands = commands.add_parser(
+        "audit", help="list, follow and prune the security event log"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
     audit_filters = argparse.ArgumentParser(add_help=False)
     audit_filters.add_argument("--user", metavar="ID|EMAIL", help="events about this account")
     audit_filters.add_argument("--client", metavar="CLIENT_ID", help="events of this client")
-    audit_filters.add_argument("--type", metavar="PREFIX", help="types starting so (login.)")
+    audit_filters.add_argument(
+        "--type", metavar="PREFIX", help="event types that start so (login.)"
+    )
     audit_filters.add_argument(
         "--since", metavar="WHEN", help="an ISO timestamp (UTC if no offset) or 15m, 2h, 7d"
     )
@@ -136,13 +153,17 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     tail = audit_commands.add_parser(
         "tail", parents=[common, audit_filters], help="the last events, then new ones (Ctrl-C)"
     )
-    tail.add_argument("--limit", default="20", metavar="N", help="existing events first (20)")
-    tail.add_argument("--interval", default="2", metavar="SECONDS", help="poll every (2)")
+    tail.add_argument(
+        "--limit", default="20", metavar="N", help="how many existing events first (20)"
+    )
+    tail.add_argument(
+        "--interval", default="2", metavar="SECONDS", help="seconds between polls (2)"
+    )
     tail.add_argument("--max-polls", type=int, help=argparse.SUPPRESS)  # for tests
     tail.set_defaults(handler=audit_tail)
     prune = audit_commands.add_parser(
         "prune", parents=[common], help="delete events older than a duration"
     )
-    prune.add_argument("--older-than", required=True, metavar="DURATION", help="90d, 26w")
-    prune.add_argument("--force", action="store_true", help="even if under one day")
+    prune.add_argument("--older-than", required=True, metavar="DURATION", help="age: 90d, 26w")
+    prune.add_argument("--force", action="store_true", help="allow a duration under one day")
     prune.set_defaults(handler=audit_prune)

@@ -37,14 +37,14 @@ def clients_create(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def clients_list(args: argparse.Namespace, settings: Settings) -> None:
-    with open_database(settings).transaction() as session:
+    with open_database(settings, reading=True).transaction() as session:
         rows = [clients.describe(c) for c in repositories.list_clients(session)]
     text = "\n".join(f"{r['client_id']}  {r['name']}  {' '.join(r['grant_types'])}" for r in rows)  # type: ignore[arg-type]
     emit(args, rows, text or "no clients")
 
 
 def clients_show(args: argparse.Namespace, settings: Settings) -> None:
-    with open_database(settings).transaction() as session:
+    with open_database(settings, reading=True).transaction() as session:
         client = repositories.get_client(session, args.client_id)
         if client is None:
             raise CommandError(f"no client {args.client_id!r}")
@@ -60,26 +60,58 @@ def clients_delete(args: argparse.Namespace, settings: Settings) -> None:
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     """Add ``clients create|list|show|delete``."""
-    client_commands = commands.add_parser("clients", help="OAuth clients").add_subparsers(
-        dest="action", required=True
+    client_commands = commands.add_parser(
+        "clients", help="register, list, show and delete OAuth clients"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = client_commands.add_parser(
+        "create", parents=[common], help="register a client; prints its secret once"
     )
-    create = client_commands.add_parser("create", parents=[common], help="register a client")
-    create.add_argument("--name", required=True)
-    create.add_argument("--redirect-uri", action="append", metavar="URI")
-    create.add_argument("--grant-type", action="append", choices=clients.GRANT_TYPES)
+    create.add_argument("--name", required=True, help="shown on the consent page")
+    create.add_argument(
+        "--redirect-uri",
+        action="append",
+        metavar="URI",
+        help="where authorization answers may go, exactly; repeat the option for several",
+    )
+    create.add_argument(
+        "--grant-type",
+        action="append",
+        choices=clients.GRANT_TYPES,
+        metavar="GRANT",
+        help=f"a grant it may use; repeat for several ({', '.join(clients.GRANT_TYPES)}; "
+        "default: authorization_code and refresh_token with a redirect URI, else "
+        "client_credentials)",
+    )
     create.add_argument("--scope", help="space-separated scopes the client may ask for")
-    create.add_argument("--audience", action="append", metavar="URI", help="aud of its tokens")
+    create.add_argument(
+        "--audience",
+        action="append",
+        metavar="URI",
+        help="an aud of its access tokens (the resource it calls); repeat for several",
+    )
     create.add_argument("--public", action="store_true", help="no secret (native/SPA + PKCE)")
-    create.add_argument("--first-party", action="store_true", help="our own app (skips consent)")
-    create.add_argument("--post-logout-redirect-uri", action="append", metavar="URI")
+    create.add_argument(
+        "--first-party", action="store_true", help="our own app: skips consent, may use password"
+    )
+    create.add_argument(
+        "--post-logout-redirect-uri",
+        action="append",
+        metavar="URI",
+        help="where logout may send people back to; repeat the option for several",
+    )
     create.add_argument(
         "--refresh-without-offline-access",
         action="store_true",
         help="confidential client: refresh tokens even without the offline_access scope",
     )
     create.set_defaults(handler=clients_create)
-    client_commands.add_parser("list", parents=[common]).set_defaults(handler=clients_list)
-    for name, handler in (("show", clients_show), ("delete", clients_delete)):
-        one = client_commands.add_parser(name, parents=[common])
-        one.add_argument("client_id")
+    client_commands.add_parser(
+        "list", parents=[common], help="every client: id, name, grant types"
+    ).set_defaults(handler=clients_list)
+    for name, handler, what in (
+        ("show", clients_show, "one client's registration (never its secret)"),
+        ("delete", clients_delete, "delete a client"),
+    ):
+        one = client_commands.add_parser(name, parents=[common], help=what)
+        one.add_argument("client_id", help="the client's id")
         one.set_defaults(handler=handler)

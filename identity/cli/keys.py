@@ -52,16 +52,22 @@ def keys_retire(args: argparse.Namespace, settings: Settings) -> None:
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     """Add ``keys list|rotate|retire``."""
-    key_commands = commands.add_parser("keys", help="signing keys").add_subparsers(
-        dest="action", required=True
-    )
-    key_commands.add_parser("list", parents=[common]).set_defaults(handler=keys_list)
+    key_commands = commands.add_parser(
+        "keys", help="list, rotate and retire the signing keys (IDENTITY_KEYS_DIR)"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    key_commands.add_parser(
+        "list",
+        parents=[common],
+        help="kid, state and times of each key (creates the first keys in an empty folder)",
+    ).set_defaults(handler=keys_list)
     key_commands.add_parser(
         "rotate", parents=[common], help="the published next key starts signing"
     ).set_defaults(handler=keys_rotate)
     retire = key_commands.add_parser(
         "retire", parents=[common], help="delete retired keys whose tokens have all expired"
     )
-    retire.add_argument("--kid", help="one retired key")
-    retire.add_argument("--force", action="store_true", help="even if tokens may still be live")
+    retire.add_argument("--kid", help="only this retired key")
+    retire.add_argument(
+        "--force", action="store_true", help="with --kid: even if its tokens may still be live"
+    )
     retire.set_defaults(handler=keys_retire)

@@ -36,7 +36,7 @@ def users_create(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def users_list(args: argparse.Namespace, settings: Settings) -> None:
-    with open_database(settings).transaction() as session:
+    with open_database(settings, reading=True).transaction() as session:
         rows = operators.list_users(session)
     text = "\n".join(
         f"{r['id']}  {r['email']}  {'verified' if r['email_verified'] else 'unverified'}"
@@ -47,7 +47,7 @@ def users_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def users_show(args: argparse.Namespace, settings: Settings) -> None:
-    with open_database(settings).transaction() as session:
+    with open_database(settings, reading=True).transaction() as session:
         data = operators.describe(operators.find_user(session, args.user))
     emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
 
@@ -75,22 +75,24 @@ def users_delete(args: argparse.Namespace, settings: Settings) -> None:
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     """Add ``users create|list|show|disable|enable|delete``."""
-    user_commands = commands.add_parser("users", help="user accounts").add_subparsers(
-        dest="action", required=True
-    )
+    user_commands = commands.add_parser(
+        "users", help="create, list, show, disable, enable and delete user accounts"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
     new_user = user_commands.add_parser("create", parents=[common], help="create an account")
-    new_user.add_argument("--email", required=True)
-    new_user.add_argument("--name")
+    new_user.add_argument("--email", required=True, help="the account's email address")
+    new_user.add_argument("--name", help="the name shown to the user (default: from the email)")
     new_user.add_argument("--password", help="read from a prompt when left out")
     new_user.add_argument("--verified", action="store_true", help="mark the email verified")
     new_user.set_defaults(handler=users_create)
-    user_commands.add_parser("list", parents=[common]).set_defaults(handler=users_list)
-    for name, user_handler in (
-        ("show", users_show),
-        ("disable", _users_set_active(False)),
-        ("enable", _users_set_active(True)),
-        ("delete", users_delete),
+    user_commands.add_parser(
+        "list", parents=[common], help="every account: id, email, verified, disabled"
+    ).set_defaults(handler=users_list)
+    for name, user_handler, what in (
+        ("show", users_show, "one account"),
+        ("disable", _users_set_active(False), "refuse the account; ends its sessions and tokens"),
+        ("enable", _users_set_active(True), "let a disabled account sign in again"),
+        ("delete", users_delete, "delete the account and everything attached to it"),
     ):
-        one_user = user_commands.add_parser(name, parents=[common])
-        one_user.add_argument("user", help="id or email")
+        one_user = user_commands.add_parser(name, parents=[common], help=what)
+        one_user.add_argument("user", metavar="ID|EMAIL", help="the account's id or email")
         one_user.set_defaults(handler=user_handler)

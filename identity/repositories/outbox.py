@@ -16,6 +16,7 @@ __all__ = [
     "add_outbox_message",
     "claim_due_messages",
     "get_user_session_by_public_id",
+    "latest_outbox_message",
     "live_one_time_token",
     "mark_message_failed",
     "mark_message_sent",
@@ -78,6 +79,17 @@ def mark_message_failed(
             claimed_until=None,
         )
     )
+
+
+def latest_outbox_message(session: Session, to_address: str) -> OutboxMessage | None:
+    """The newest mail to ``to_address`` (compared without case), sent or not."""
+    query = (
+        select(OutboxMessage)
+        .where(func.lower(OutboxMessage.to_address) == to_address.strip().lower())
+        .order_by(OutboxMessage.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).one_or_none()
 
 
 def outbox_backlog(session: Session) -> int:

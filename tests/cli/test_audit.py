@@ -155,12 +155,16 @@ def test_list_json_is_the_audit_shape(
     assert datetime.fromisoformat(rows[0]["occurred_at"]).tzinfo is not None
 
 
-def test_list_text_is_one_line_per_event(
+def test_list_text_is_one_line_per_event_under_column_headers(
     events: dict[str, int], capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, _ = _run(capsys, "audit", "list")
-    lines = out.splitlines()
+    header, *lines = out.splitlines()
+    assert header.split() == ["TIME", "TYPE", "OUTCOME", "SUBJECT", "CLIENT", "IP"]
     assert code == 0 and len(lines) == 4
+    # Each column starts under its header.
+    assert lines[0].index("login.succeeded") == header.index("TYPE")
+    assert lines[0].index(str(ADA)) == header.index("SUBJECT")
     first = lines[0].split()
     assert first[1:] == ["login.succeeded", "success", str(ADA), "web", "192.0.2.1"]
     assert datetime.fromisoformat(first[0]) < datetime.now(UTC) - timedelta(days=2)
@@ -214,8 +218,8 @@ def test_tail_starts_with_the_last_twenty(
 ) -> None:
     ids = [_add(database, f"login.failed.{n}", timedelta(minutes=30 - n)) for n in range(25)]
     code, out, _ = _run(capsys, "audit", "tail", "--max-polls", "1")
-    lines = out.splitlines()
-    assert code == 0 and len(lines) == 20
+    header, *lines = out.splitlines()
+    assert code == 0 and header.split()[:2] == ["TIME", "TYPE"] and len(lines) == 20
     assert [line.split()[1] for line in lines] == [f"login.failed.{n}" for n in range(5, 25)]
     code, out, _ = _run(capsys, "audit", "tail", "--max-polls", "1", "--limit", "3", "--json")
     assert [json.loads(line)["id"] for line in out.splitlines()] == ids[-3:]
@@ -250,6 +254,7 @@ def test_tail_ends_with_status_zero_on_ctrl_c(
     )
     try:
         assert process.stdout is not None
+        assert process.stdout.readline().split()[:2] == ["TIME", "TYPE"]
         assert " signup " in process.stdout.readline()  # following now
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from identity.cli.main import main
 from identity.protocol.clients import new_client_id
 from tests.conftest import run_main as _run
 
@@ -113,10 +112,12 @@ def test_bad_setting_is_a_one_line_error(
     assert code == 2 and "IDENTITY_ACCESS_TOKEN_TTL" in err and err.count("\n") == 1
 
 
-def test_unknown_option_exits_non_zero(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["clients", "create", "--nmae", "x"])
-    assert exit_info.value.code == 2
+def test_unknown_option_is_one_line_and_exits_non_zero(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = _run(capsys, "clients", "create", "--name", "x", "--nmae", "y")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "unrecognized arguments: --nmae" in err and "--help" in err
 
 
 def test_client_ids_never_start_with_a_dash_so_the_cli_can_take_them() -> None:
