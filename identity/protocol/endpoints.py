@@ -194,6 +194,7 @@ def metadata(issuer: str, grant_types: list[str]) -> dict[str, Any]:
             "at_hash",
             "amr",
             "azp",
+            "sid",
             "email",
             "email_verified",
             "name",

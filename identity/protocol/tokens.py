@@ -154,7 +154,16 @@ class IdTokenIssuer(_Signer):
             payload["nonce"] = nonce
         if access_token:
             payload["at_hash"] = at_hash(access_token)
+        if authentication.session_id:
+            payload["sid"] = session_sid(authentication.session_id)
         return self._sign(payload)
+
+
+def session_sid(session_id: str) -> str:
+    """The ``sid`` claim of a browser session: derived from its row id, so a logout hint can
+    be matched to the session without storing it, and the row id never leaves the server."""
+    digest = hashlib.sha256(b"identity sid:" + session_id.encode()).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
 
 
 def read_id_token_hint(token: str, ring: KeyRing, *, issuer: str) -> dict[str, Any]:
@@ -164,7 +173,8 @@ def read_id_token_hint(token: str, ring: KeyRing, *, issuer: str) -> dict[str, A
         raise InvalidToken("the hint is not a compact JWS")
     header = _header(token)
     kid = header.get("kid")
-    if header.get("alg") != "RS256" or not isinstance(kid, str):
+    # Our ID tokens say typ JWT; an access token (at+jwt) is no hint, whoever holds it.
+    if header.get("alg") != "RS256" or not isinstance(kid, str) or header.get("typ") != "JWT":
         raise InvalidToken("the hint is not one of our ID tokens")
     try:
         claims = jwt.decode(
@@ -174,6 +184,11 @@ def read_id_token_hint(token: str, ring: KeyRing, *, issuer: str) -> dict[str, A
         raise InvalidToken(str(error) or type(error).__name__) from error
     if claims.get("iss") != issuer or not isinstance(claims.get("sub"), str):
         raise InvalidToken("the hint was not issued here")
+    audience = claims.get("aud")
+    if not isinstance(audience, str) or claims.get("azp", audience) != audience:
+        raise InvalidToken("the hint is not an ID token of one client")
+    if "scope" in claims or "client_id" in claims:
+        raise InvalidToken("the hint is an access token")
     return claims
 
 

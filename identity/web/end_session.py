@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from authlib.common.urls import add_params_to_uri
 from starlette.requests import Request
 from starlette.responses import Response
@@ -10,7 +12,7 @@ from starlette.routing import BaseRoute, Route
 from identity import audit, repositories
 from identity.accounts import sessions
 from identity.protocol.server import IdentityServer
-from identity.protocol.tokens import InvalidToken, read_id_token_hint
+from identity.protocol.tokens import InvalidToken, read_id_token_hint, session_sid
 from identity.web.pages import Visit, message, read_form, redirect, render, transact
 
 _FIELDS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
@@ -53,9 +55,7 @@ async def end_session(request: Request) -> Response:
                 "The app asked to return to an address it has not registered.",
                 400,
             )
-        hint_matches = (
-            hint is not None and visit.user is not None and hint.get("sub") == str(visit.user.id)
-        )
+        hint_matches = _hint_matches(hint, visit)
         if visit.user is not None and not (hint_matches or confirmed):
             visit.ensure_browser(request.app.state.accounts)
             return render(
@@ -86,6 +86,16 @@ async def end_session(request: Request) -> Response:
         return message(request, visit, "You're signed out", "You can close this window.")
 
     return await transact(request, work, form=form if confirmed else None)
+
+
+def _hint_matches(hint: dict[str, Any] | None, visit: Visit) -> bool:
+    """The hint names this browser's user and, when it carries ``sid``, this very session:
+    an ID token of another browser's session asks first instead of signing this one out."""
+    if hint is None or visit.user is None or visit.browser is None:
+        return False
+    if hint.get("sub") != str(visit.user.id):
+        return False
+    return "sid" not in hint or hint["sid"] == session_sid(visit.browser.id)
 
 
 def end_session_routes() -> list[BaseRoute]:

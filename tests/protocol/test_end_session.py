@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -122,3 +124,41 @@ def test_hint_of_another_user_asks_first(
     Browser(http).login(user)
     page = http.get(f"/oauth2/logout?{urlencode({'id_token_hint': hint})}")
     assert "Sign out?" in page.text and _signed_in(http)
+
+
+def _tokens(http: TestClient, rp: tuple[str, str], email: str) -> dict[str, str]:
+    flow = Flow(http, rp[0])
+    params = callback_params(login_and_consent(http, flow, email))
+    return dict(exchange(http, flow, params["code"], rp[1]).json())
+
+
+def test_an_access_token_is_no_logout_hint(
+    http: TestClient, user: str, rp: tuple[str, str]
+) -> None:
+    access = _tokens(http, rp, user)["access_token"]
+    page = http.get(f"/oauth2/logout?{urlencode({'id_token_hint': access, 'client_id': rp[0]})}")
+    assert "Sign out?" in page.text and _signed_in(http)
+
+
+def test_an_id_token_of_another_browsers_session_asks_first(
+    http: TestClient,
+    user: str,
+    rp: tuple[str, str],
+    app_for: Callable[[Settings], TestClient],
+    settings: Settings,
+) -> None:
+    other_browser = app_for(settings)
+    hint = _id_token(other_browser, rp, user)  # the same person, signed in elsewhere
+    _id_token(http, rp, user)
+    page = http.get(f"/oauth2/logout?{urlencode({'id_token_hint': hint})}")
+    assert "Sign out?" in page.text and _signed_in(http)
+
+
+def test_an_id_token_names_its_browser_session_and_that_session_logs_out_at_once(
+    http: TestClient, user: str, rp: tuple[str, str]
+) -> None:
+    hint = _id_token(http, rp, user)
+    claims = json.loads(base64.urlsafe_b64decode(hint.split(".")[1] + "=="))
+    assert isinstance(claims["sid"], str) and len(claims["sid"]) >= 16
+    response = http.get(f"/oauth2/logout?{urlencode({'id_token_hint': hint})}")
+    assert "signed out" in response.text and not _signed_in(http)
