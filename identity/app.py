@@ -46,6 +46,7 @@ from identity.web.authorize import authorize_routes
 from identity.web.device import device_routes
 from identity.web.end_session import end_session_routes
 from identity.web.signin import signin_routes
+from identity.web.signup import signup_routes
 
 log = logging.getLogger("identity")
 
@@ -220,6 +221,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *authorize_routes(),
         *end_session_routes(),
         *signin_routes(),
+        *signup_routes(),
         *account_routes(),
         *device_routes(),
         *api_routes(settings),

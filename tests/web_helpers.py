@@ -71,6 +71,7 @@ def link_from(sink: MailSink, email: str, path: str, count: int = 1) -> str:
 
 
 def registered(browser: Browser, sink: MailSink, email: str, password: str = PASSWORD) -> None:
-    """Sign up and verify ``email``."""
+    """Sign up and verify ``email``; the browser that typed the password is then signed in."""
     assert browser.signup(email, password).status_code == 303
-    assert browser.verify(email, code_from(sink, email)).status_code == 200
+    verified = browser.verify(email, code_from(sink, email))
+    assert verified.status_code == 303 and verified.headers["location"] == "/account"

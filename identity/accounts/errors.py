@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class AccountError(Exception):
     """A refusal the user can act on; ``str()`` is a friendly sentence."""
@@ -17,6 +20,31 @@ class InvalidInput(AccountError):
         self.fields = fields
 
 
+class FieldErrors:
+    """The field errors of one form or body, gathered so that every field is checked and
+    all refusals are told in one answer: a wrong email must not hide a weak password."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, str] = {}
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        """Run one field's check; its InvalidInput is kept instead of ending the form."""
+        try:
+            yield
+        except InvalidInput as error:
+            for name, text in error.fields.items():
+                self.fields.setdefault(name, text)  # a field's first fault is the one to fix
+
+    def add(self, name: str, text: str) -> None:
+        self.fields.setdefault(name, text)
+
+    def raise_any(self) -> None:
+        """InvalidInput naming every field refused so far, if any was."""
+        if self.fields:
+            raise InvalidInput(dict(self.fields))
+
+
 class InvalidCredentials(AccountError):
     code = "invalid_credentials"
 
@@ -25,11 +53,15 @@ class InvalidCredentials(AccountError):
 
 
 class EmailNotVerified(AccountError):
+    """The password was right but the address is unverified; ``password_fingerprint`` names
+    the password just proven (``passwords.fingerprint``), for the browser that typed it."""
+
     code = "email_not_verified"
 
-    def __init__(self, email: str) -> None:
+    def __init__(self, email: str, password_fingerprint: str = "") -> None:
         super().__init__("Verify your email address first with the code we emailed you.")
         self.email = email
+        self.password_fingerprint = password_fingerprint
 
 
 class Throttled(AccountError):
@@ -46,7 +78,11 @@ class InvalidCode(AccountError):
 
 
 class InvalidLink(AccountError):
+    """The link (its token) is dead; ``fields`` are the faults of the other fields sent with
+    it, told too so that the try with a new link does not fail on them."""
+
     code = "invalid_link"
 
-    def __init__(self) -> None:
+    def __init__(self, fields: dict[str, str] | None = None) -> None:
         super().__init__("This link is invalid or has expired. Ask for a new one.")
+        self.fields = dict(fields or {})

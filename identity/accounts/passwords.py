@@ -6,6 +6,7 @@ passwords and of ones built from the email address, and no composition rules.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import threading
@@ -80,6 +81,14 @@ def _contains_email(password: str, email: str) -> bool:
     if len(local_part) >= _MIN_EMAIL_LOCAL_PART and local_part in folded_password:
         return True
     return folded_email in folded_password
+
+
+def fingerprint(password_hash: str) -> str:
+    """A digest naming one stored password hash (one signup attempt's, or an account's).
+
+    A browser keeps it to show later that it typed that very password; as the hash is
+    salted, no other attempt's password, even an equal one, has the same fingerprint."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()
 
 
 class PasswordHasher:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from identity import audit, repositories
 from identity.accounts.credential_events import CredentialEvent, Current
 from identity.accounts.emailed_secrets import EMAIL_CHANGE
-from identity.accounts.errors import InvalidInput, InvalidLink, Throttled
+from identity.accounts.errors import FieldErrors, InvalidInput, InvalidLink, Throttled
 from identity.accounts.fields import clean_name, normalise_email
 from identity.accounts.service import Accounts
 from identity.audit import RequestContext
@@ -91,13 +91,28 @@ def change_password(
 ) -> None:
     """Needs the current password; then every session and app of the account but ``keep``
     (the browser session or the app that asked) is signed out."""
-    normalised = accounts.check_password(new, user.email, user.name, "new_password")
-    _require_password(accounts, user, current, "current_password")
+    errors = FieldErrors()
+    with errors.check():
+        normalised = accounts.check_password(new, user.email, user.name, "new_password")
+    with errors.check():
+        _require_password(accounts, user, current, "current_password")
+    errors.raise_any()
     accounts.set_password(session, user, normalised)
     accounts.credentials_changed(
         session, user, CredentialEvent.PASSWORD_CHANGED, current=keep, context=context
     )
     audit.record(session, "password.changed", context=context, subject=str(user.id))
+
+
+def new_address(user: User, new_email: str) -> str:
+    """The normalised address ``user`` asks to move to; InvalidInput on ``new_email``."""
+    try:
+        email = normalise_email(new_email)
+    except InvalidInput:
+        raise InvalidInput({"new_email": "Enter a valid email address."}) from None
+    if email == user.email:
+        raise InvalidInput({"new_email": "That is already your email address."})
+    return email
 
 
 def request_email_change(
@@ -111,13 +126,12 @@ def request_email_change(
     """Mail a confirmation link to the new address and a notice to the old one.
 
     A taken address gets no mail but the same answer, so this reveals no accounts."""
-    try:
-        email = normalise_email(new_email)
-    except InvalidInput:
-        raise InvalidInput({"new_email": "Enter a valid email address."}) from None
-    _require_password(accounts, user, password, "email_password")
-    if email == user.email:
-        raise InvalidInput({"new_email": "That is already your email address."})
+    errors = FieldErrors()
+    with errors.check():
+        email = new_address(user, new_email)
+    with errors.check():
+        _require_password(accounts, user, password, "email_password")
+    errors.raise_any()
     # Either way this request replaces any pending change (newest wins); a taken address
     # just gets no link.
     if repositories.get_user_by_email(session, email) is None:

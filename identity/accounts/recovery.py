@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from identity import audit, repositories
 from identity.accounts.credential_events import CredentialEvent
 from identity.accounts.emailed_secrets import PASSWORD_RESET
-from identity.accounts.errors import InvalidLink
+from identity.accounts.errors import FieldErrors, InvalidLink
 from identity.accounts.fields import normalise_email
 from identity.accounts.service import Accounts
 from identity.audit import RequestContext
@@ -63,9 +63,20 @@ def reset_password(
     """Set a new password with a reset token; every session of the account ends.
 
     Completing a reset proves the mailbox, so the address counts as verified, and anything
-    an earlier unverified registrant set up for it dies with the old password."""
-    user = _live_token_user(accounts, session, token)
-    normalised = accounts.check_password(password, user.email, user.name, "password")
+    an earlier unverified registrant set up for it dies with the old password.
+    A dead link is the refusal (InvalidLink), naming a refused password too."""
+    try:
+        user: User | None = _live_token_user(accounts, session, token)
+    except InvalidLink:
+        user = None
+    errors = FieldErrors()
+    with errors.check():
+        normalised = accounts.check_password(
+            password, user.email if user else "", user.name if user else None, "password"
+        )
+    if user is None:
+        raise InvalidLink(errors.fields)
+    errors.raise_any()
     if accounts.emailed_secrets.consume(session, PASSWORD_RESET, token) is None:
         raise InvalidLink()
     accounts.set_password(session, user, normalised)

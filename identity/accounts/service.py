@@ -20,6 +20,7 @@ from identity.accounts.credential_events import CredentialEvent, CredentialEvent
 from identity.accounts.emailed_secrets import EmailedSecrets
 from identity.accounts.errors import (
     EmailNotVerified,
+    FieldErrors,
     InvalidCode,
     InvalidCredentials,
     InvalidInput,
@@ -27,7 +28,12 @@ from identity.accounts.errors import (
     Throttled,
 )
 from identity.accounts.fields import clean_name, normalise_email
-from identity.accounts.passwords import PasswordHasher, PasswordPolicyError, check_policy
+from identity.accounts.passwords import (
+    PasswordHasher,
+    PasswordPolicyError,
+    check_policy,
+    fingerprint,
+)
 from identity.audit import RequestContext
 from identity.config import Settings, SettingsError
 from identity.db import Database
@@ -146,25 +152,22 @@ class Accounts:
 
     def signup(
         self, session: Session, *, email: str, name: str, password: str, context: RequestContext
-    ) -> None:
+    ) -> str:
         """Create an unverified account and mail it a code; the answer never says whether
         the address was taken (its owner gets a notice instead).
 
         Each signup is an attempt: its password and name go with its own code and link, and
-        whoever verifies gets the password of the attempt they verify (pre-hijacking)."""
+        whoever verifies gets the password of the attempt they verify (pre-hijacking).
+        Returns the fingerprint of this attempt's password, for the browser that typed it."""
         self.limit("signup.ip", context.ip or "unknown")
-        errors: dict[str, str] = {}
-        try:
+        errors = FieldErrors()
+        with errors.check():
             email = normalise_email(email)
-        except InvalidInput as error:
-            errors.update(error.fields)
-        try:
+        with errors.check():
             name = clean_name(name)
-        except InvalidInput as error:
-            errors.update(error.fields)
-        if errors:
-            raise InvalidInput(errors)
-        normalised = self.check_password(password, email, name, "password")
+        with errors.check():  # against the typed email and name, even when they are refused
+            normalised = self.check_password(password, email, name, "password")
+        errors.raise_any()
         password_hash = self.hasher.hash(normalised)
         user = repositories.get_user_by_email(session, email, for_update=True)
         if user is None:
@@ -176,11 +179,13 @@ class Accounts:
                 user = repositories.get_user_by_email(session, email, for_update=True)
                 assert user is not None
                 self._signup_existing(session, user, name, password_hash, context)
-                return
+                return fingerprint(password_hash)
             self.emailed_secrets.issue_code(session, user, password_hash=password_hash, name=name)
             audit.record(session, "signup", context=context, subject=str(user.id))
-            return
+            return fingerprint(password_hash)
+        # A verified address keeps its password: this fingerprint never matches it.
         self._signup_existing(session, user, name, password_hash, context)
+        return fingerprint(password_hash)
 
     def _signup_existing(
         self, session: Session, user: User, name: str, password_hash: str, context: RequestContext
@@ -344,7 +349,8 @@ class Accounts:
                         name=unverified.name,
                     )
                 audit.record(own, "login.unverified", context=context, subject=str(user.id))
-            raise EmailNotVerified(email)
+            # The fingerprint of the password the codes are bound to, which was just proven.
+            raise EmailNotVerified(email, fingerprint(bound) if bound else "")
         audit.record(session, "login.succeeded", context=context, subject=str(user.id))
         metrics.count_login("succeeded")
         logs.note(user_id=str(user.id))

@@ -1,5 +1,6 @@
 """Browser sessions: server-side rows keyed by the SHA-256 of a 256-bit cookie value, and the
-CSRF token bound to each. Anonymous sessions exist so that the login forms have CSRF too."""
+CSRF token bound to each. Anonymous sessions exist so that the login forms have CSRF too, and
+so that a browser that typed a password is signed in when it verifies the address."""
 
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from identity import repositories
+from identity import audit, metrics, repositories
+from identity.accounts.passwords import fingerprint
 from identity.audit import RequestContext
-from identity.models import BrowserSession, secret_digest
+from identity.models import BrowserSession, User, secret_digest
 
 _TOUCH_EVERY = timedelta(seconds=60)
 _ANONYMOUS_LIFETIME = timedelta(hours=1)
+# Where a browser keeps the fingerprint of a password it just typed, and for how long that
+# counts towards signing it in when the address is verified in it.
+_TYPED_PASSWORD = "typed_password"  # noqa: S105 - a key of the session data, no secret
+_TYPED_PASSWORD_LIFETIME = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,53 @@ def start_authenticated(
     return _create(
         session, now, now + policy.absolute, context, user_id=user_id, amr=amr, data=data
     )
+
+
+def remember_typed_password(
+    browser: BrowserSession, password_fingerprint: str, now: datetime, next_path: str
+) -> None:
+    """Note that ``browser`` has just typed the password ``password_fingerprint`` names
+    (``passwords.fingerprint``) at a signup or a sign-in refused for an unverified address,
+    and where it was going; verifying the address in it then signs it in (start_verified)."""
+    record = {"fingerprint": password_fingerprint, "at": now.timestamp(), "next": next_path}
+    browser.data = {**browser.data, _TYPED_PASSWORD: record}
+
+
+def start_verified(
+    session: Session,
+    browser: BrowserSession | None,
+    user: User,
+    now: datetime,
+    policy: SessionPolicy,
+    context: RequestContext,
+) -> tuple[str, BrowserSession, str] | None:
+    """Sign in the browser in which ``user``'s address was just verified, when it typed the
+    password the account now has within the hour: it has proven the password and now the
+    mailbox, which is what a sign-in asks. A code of another signup attempt gave the account
+    that attempt's password, which this browser never typed: no sign-in then.
+
+    Returns (cookie, new session, where the browser was going); a new session id, as at
+    every login. None: the browser only verified, as any other browser does."""
+    typed = browser.data.get(_TYPED_PASSWORD) if browser is not None else None
+    if browser is None or not isinstance(typed, dict) or not user.is_active:
+        return None
+    fresh = now.timestamp() - float(typed.get("at", 0)) <= _TYPED_PASSWORD_LIFETIME.total_seconds()
+    proven = user.password_hash is not None and hmac.compare_digest(
+        str(typed.get("fingerprint", "")), fingerprint(user.password_hash)
+    )
+    if not (fresh and proven):
+        return None
+    browser.data = {k: v for k, v in browser.data.items() if k != _TYPED_PASSWORD}
+    audit.record(
+        session,
+        "login.succeeded",
+        context=context,
+        subject=str(user.id),
+        detail={"via": "email_verification"},
+    )
+    metrics.count_login("succeeded")
+    cookie, row = start_authenticated(session, browser, user.id, now, policy, context, ["pwd"])
+    return cookie, row, str(typed.get("next") or "")
 
 
 def end(session: Session, row: BrowserSession) -> None:

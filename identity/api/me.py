@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from identity import audit, repositories
 from identity.accounts import profile
 from identity.accounts.credential_events import Current
-from identity.accounts.errors import InvalidInput
+from identity.accounts.errors import FieldErrors, InvalidInput
 from identity.api.bodies import (
     AccountConsent,
     AccountConsents,
@@ -56,21 +56,29 @@ def update_me(call: ApiCall) -> Result:
     body = call.body_as(UpdateMeRequest)
     if body.name is None and body.email is None and body.password is None:
         raise invalid_input({"body": "Send a name, or an email with your current password."})
+    # Every field is checked and every fault told at once (the services' email-change field
+    # names become ours at the end); any fault rolls the whole call back.
+    errors = FieldErrors()
     if body.email is None and body.password is not None:
-        raise invalid_input({"password": "Only needed to change the email address."})
-    if body.email is not None and body.password is None:
-        raise invalid_input({"password": "Enter your current password to change your email."})
+        errors.add("password", "Only needed to change the email address.")
     if body.name is not None:
-        profile.change_name(call.db, call.me, body.name, call.context)
-    if body.email is None:
-        return _me(call.me)
-    assert body.password is not None
+        with errors.check():
+            profile.change_name(call.db, call.me, body.name, call.context)
+    if body.email is not None:
+        with errors.check():
+            if body.password is None:
+                errors.add("password", "Enter your current password to change your email.")
+                profile.new_address(call.me, body.email)
+            else:
+                profile.request_email_change(
+                    call.accounts, call.db, call.me, body.email, body.password, call.context
+                )
     try:
-        profile.request_email_change(
-            call.accounts, call.db, call.me, body.email, body.password, call.context
-        )
+        errors.raise_any()
     except InvalidInput as error:
         raise from_account_error(error, _EMAIL_CHANGE_FIELDS) from None
+    if body.email is None:
+        return _me(call.me)
     return Reply(202, AccountStatus(status="check_email"))
 
 

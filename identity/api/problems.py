@@ -108,7 +108,12 @@ def from_account_error(error: Exception, fields: Mapping[str, str] | None = None
     if isinstance(error, InvalidCode):
         return Problem(400, str(error), type=INVALID_CODE, title="Invalid code")
     if isinstance(error, InvalidLink):
-        return Problem(400, str(error), type=INVALID_LINK, title="Invalid or expired token")
+        # Every link token the API takes is the body's ``token``; the other fields' faults
+        # come along so the try with a new link does not fail on them.
+        errors = {"token": str(error), **{rename.get(k, k): v for k, v in error.fields.items()}}
+        return Problem(
+            400, str(error), type=INVALID_LINK, title="Invalid or expired token", errors=errors
+        )
     raise error
 
 

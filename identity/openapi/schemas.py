@@ -53,7 +53,15 @@ PROBLEM = object_schema(
     status={"type": "integer", "minimum": 400, "maximum": 599},
     detail=STR,
     instance=string_schema(format="uri-reference"),
-    errors={"type": "array", "items": FIELD_ERROR, "description": "The rejected fields."},
+    errors={
+        "type": "array",
+        "items": FIELD_ERROR,
+        "description": (
+            "Every rejected field, each with its message, all in one answer: a wrong field "
+            "never hides another. Sent with invalid-input (the body's fields) and "
+            "invalid-link (`token`, and any other field that was refused too)."
+        ),
+    },
 )
 OAUTH_ERROR = object_schema(
     "OAuthError",

@@ -11,10 +11,12 @@ from starlette.routing import BaseRoute, Route
 from identity.accounts import profile
 from identity.accounts.credential_events import Current
 from identity.accounts.errors import AccountError, InvalidInput
+from identity.protocol.scopes import describe_scopes
 from identity.web.pages import (
     Visit,
     accounts_of,
     confirm_page,
+    form_errors,
     message,
     read_form,
     redirect,
@@ -37,13 +39,16 @@ def _signed_in(request: Request, work: Callable[[Visit], Response]) -> Callable[
 def _account_page(request: Request, visit: Visit, status: int = 200, **context: object) -> Response:
     accounts = accounts_of(request)
     assert visit.user is not None
+    consents = profile.list_consents(visit.db, visit.user)
     return render(
         request,
         visit,
         "account.html",
         status,
         sessions=profile.list_sessions(accounts, visit.db, visit.user, visit.browser),
-        consents=profile.list_consents(visit.db, visit.user),
+        consents=consents,
+        # In the words the consent page asked with, never raw scope names.
+        consent_scopes={view.client_id: describe_scopes(view.scope) for view in consents},
         pending_email=profile.pending_email(accounts, visit.db, visit.user),
         **context,
     )
@@ -66,8 +71,10 @@ def _account_form(
             try:
                 outcome = change(request, visit, form)
             except InvalidInput as error:
-                values = {"name": form.get("name", ""), "new_email": form.get("new_email", "")}
-                return _account_page(request, visit, 400, errors=error.fields, values=values)
+                # Only the sent form's own fields: the others keep showing the account's.
+                values = {k: form[k] for k in ("name", "new_email") if k in form}
+                errors = form_errors(error)
+                return _account_page(request, visit, 400, errors=errors, values=values)
             if isinstance(outcome, Response):
                 return outcome
             visit.flash(outcome)

@@ -9,9 +9,8 @@ unknown client or redirect URI gets an error page and no redirect at all.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
@@ -22,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from identity import audit, repositories
 from identity.models import Client, utcnow
+from identity.protocol.scopes import describe_scopes
 from identity.protocol.server import IdentityServer, StarletteOAuth2Request, read_oauth2_request
 from identity.protocol.tokens import Authentication
 from identity.security import request_context
@@ -30,19 +30,6 @@ from identity.web.pages import Visit, message, read_form, redirect, render, tran
 PENDING = "authorize"
 _MAX_PENDING = 5
 _PROMPTS = {"none", "login", "consent", "create", "select_account"}
-
-SCOPE_WORDS = {
-    "openid": "Confirm who you are",
-    "profile": "See your name",
-    "email": "See your email address",
-    "offline_access": "Keep access while you are away (stay signed in to the app)",
-}
-
-
-@dataclass(frozen=True)
-class ScopeView:
-    name: str
-    description: str
 
 
 def _server(request: Request) -> IdentityServer:
@@ -89,14 +76,49 @@ def _fail(
         return _with_iss(
             server.handle_error_response(oauth_request, error), server.settings.issuer, status
         )
-    return message(
-        request,
-        visit,
-        "This sign-in link doesn't work",
-        "The app that sent you here is not set up correctly "
-        f"({error.description or error.error}). Go back to it and try again.",
-        400,
-    )
+    return _stopped(request, visit, oauth_request, error.error)
+
+
+def _stopped(
+    request: Request, visit: Visit, oauth_request: StarletteOAuth2Request, error: str
+) -> Response:
+    """The page of a request whose answer cannot go back to an app: it names no registered
+    app, or an address its app never registered (a redirect would lead the person who knows
+    where). Plain words, never the request's own text; the error code is for developers."""
+    client_id = oauth_request.payload.client_id or ""
+    client = repositories.get_client(visit.db, client_id) if 0 < len(client_id) <= 64 else None
+    if client is None:
+        heading = "We don't know this app"
+        text = (
+            "The app that sent you here is not registered with identity, so you can't sign "
+            "in to it from here. Go back to the app and try again, and if this keeps "
+            "happening, let the people who run it know."
+        )
+    elif not _returns_to_registered(client, oauth_request.payload.redirect_uri):
+        heading = f"We can't send you back to {client.name}"
+        text = (
+            f"{client.name} asked us to send you back to an address it has not registered "
+            "with identity, so for your safety we stopped here. Go back to "
+            f"{client.name} and try again, and if this keeps happening, let the people who "
+            "run it know."
+        )
+    else:
+        heading = "This sign-in link doesn't work"
+        text = (
+            f"The link from {client.name} is incomplete or damaged, so we can't continue. "
+            f"Go back to {client.name} and try again."
+        )
+    return message(request, visit, heading, text, 400, detail=_developer_note(error))
+
+
+def _returns_to_registered(client: Client, redirect_uri: str | None) -> bool:
+    if redirect_uri is None:
+        return client.get_default_redirect_uri() is not None
+    return bool(client.check_redirect_uri(redirect_uri))
+
+
+def _developer_note(error: str) -> str:
+    return f"For the app's developers: the error is {error}."
 
 
 def _rebuild(request: Request, visit: Visit, params: dict[str, str]) -> StarletteOAuth2Request:
@@ -119,10 +141,16 @@ async def authorize(request: Request) -> Response:
     try:
         oauth_request = await read_oauth2_request(request, server.settings.issuer, context)
     except OAuth2Error as error:
-        text = f"The request is malformed ({error.description or error.error})."
+        text = (
+            "The link that brought you here is incomplete or damaged, so we can't continue. "
+            "Go back to the app you came from and try again."
+        )
+        note = _developer_note(error.error)
         return await transact(
             request,
-            lambda visit: message(request, visit, "This sign-in link doesn't work", text, 400),
+            lambda visit: message(
+                request, visit, "This sign-in link doesn't work", text, 400, detail=note
+            ),
         )
 
     def start(visit: Visit) -> Response:
@@ -221,7 +249,7 @@ def _continue(request: Request, visit: Visit, rid: str) -> Response:
                     rid=rid,
                     client_name=client.name,
                     user_email=user.email,
-                    scopes=[ScopeView(s, SCOPE_WORDS.get(s, f"Use “{s}”")) for s in scope.split()],
+                    scopes=describe_scopes(scope),
                 )
         oauth_request.authentication = Authentication(
             browser.auth_time, tuple(browser.amr or ["pwd"]), browser.id
@@ -307,6 +335,22 @@ async def consent(request: Request) -> Response:
         return _continue(request, visit, rid)
 
     return await transact(request, decide, form=form)
+
+
+def pending_app_name(visit: Visit, next_path: str) -> str | None:
+    """The name of the app whose authorization request a sign-in goes on to: the one
+    ``next_path`` resumes, or with no ``next_path`` the newest waiting in this browser."""
+    pending: dict[str, Any] = visit.browser.data.get(PENDING, {}) if visit.browser else {}
+    if next_path:
+        prefix = "/oauth2/authorize/resume?rid="
+        entry = (
+            pending.get(unquote(next_path[len(prefix) :])) if next_path.startswith(prefix) else None
+        )
+    else:
+        entry = pending[list(pending)[-1]] if pending else None
+    client_id = str(entry["params"].get("client_id", "")) if entry else ""
+    client = repositories.get_client(visit.db, client_id) if 0 < len(client_id) <= 64 else None
+    return client.name if client is not None else None
 
 
 def pending_resume_path(visit: Visit) -> str | None:

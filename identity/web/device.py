@@ -13,16 +13,11 @@ from identity import audit, repositories
 from identity.accounts.errors import Throttled
 from identity.models import DeviceAuthorization
 from identity.protocol.device import display_user_code, normalise_user_code
+from identity.protocol.scopes import describe_scopes
 from identity.web.pages import Visit, accounts_of, message, read_form, redirect, render, transact
 
 # Wrong codes are counted per IP on an existing limiter, under keys of their own.
 _LIMITER = "verify.account"
-_SCOPE_WORDS = {
-    "openid": "Know who you are on identity",
-    "profile": "See your name",
-    "email": "See your email address",
-    "offline_access": "Stay signed in on the device until you remove its access",
-}
 
 
 def _login_redirect(raw_code: str) -> Response:
@@ -62,13 +57,6 @@ def _code_form(request: Request, visit: Visit, code: str, error: str | None = No
     )
 
 
-def _scope_lines(scope: str) -> list[dict[str, str]]:
-    return [
-        {"name": name, "description": _SCOPE_WORDS.get(name, f"Use the “{name}” permission")}
-        for name in scope.split()
-    ]
-
-
 async def device_page(request: Request) -> Response:
     """GET: the code form (prefilled from ?user_code=). POST: the consent step for a code."""
     if request.method == "GET":
@@ -97,7 +85,7 @@ async def device_page(request: Request) -> Response:
             visit,
             "device_consent.html",
             client_name=client.name,
-            scopes=_scope_lines(row.scope),
+            scopes=describe_scopes(row.scope),
             user_email=visit.user.email,
             user_code=display_user_code(row.user_code),
         )

@@ -19,7 +19,7 @@ from starlette.responses import RedirectResponse, Response
 
 from identity import logs, rendering, repositories
 from identity.accounts import sessions
-from identity.accounts.errors import Throttled
+from identity.accounts.errors import InvalidInput, Throttled
 from identity.accounts.service import Accounts
 from identity.audit import RequestContext
 from identity.lanes import Lanes, carries_password
@@ -117,6 +117,12 @@ def render(
     return rendering.page(request, template, status, **context)
 
 
+def form_errors(error: InvalidInput) -> dict[str, str]:
+    """What a form page shows for refused fields: each message beside its field, and a
+    summary on top linking to each (on a long page the field may be out of sight)."""
+    return {"form": "Check what you typed", **error.fields}
+
+
 def message(
     request: Request,
     visit: Visit | None,
@@ -125,11 +131,20 @@ def message(
     status: int = 200,
     link: tuple[str, str] | None = None,
     headers: dict[str, str] | None = None,
+    detail: str | None = None,
 ) -> Response:
-    """The friendly one-message page, for errors and confirmations alike."""
+    """The friendly one-message page, for errors and confirmations alike; ``detail`` is a
+    small print line under the message (what an app's developers need to know)."""
     extra = {"link_href": link[0], "link_text": link[1]} if link else {}
     response = render(
-        request, visit, "message.html", status, heading=heading, message=text, **extra
+        request,
+        visit,
+        "message.html",
+        status,
+        heading=heading,
+        message=text,
+        detail=detail,
+        **extra,
     )
     response.headers.update(headers or {})
     return response

@@ -1,4 +1,4 @@
-"""The sign-in pages: signup, email verification, login, logout, password reset."""
+"""The sign-in pages: login, logout and password reset (signup and verification: ``signup``)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ from starlette.routing import BaseRoute, Route
 from identity import audit
 from identity.accounts import recovery, sessions
 from identity.accounts.errors import AccountError, EmailNotVerified, InvalidInput, Throttled
-from identity.models import User
-from identity.web.authorize import pending_resume_path
+from identity.web.authorize import pending_app_name, pending_resume_path
 from identity.web.pages import (
     Visit,
     accounts_of,
-    confirm_page,
+    form_errors,
     form_page,
     message,
     policy_of,
@@ -26,147 +25,7 @@ from identity.web.pages import (
     safe_next,
     transact,
 )
-
-# -- signup and verification ----------------------------------------------------------------
-
-
-async def signup(request: Request) -> Response:
-    if request.method == "GET":
-        return await transact(request, lambda visit: form_page("signup.html")(request, visit))
-    form = await read_form(request)
-    accounts = accounts_of(request)
-
-    def work(visit: Visit) -> Response:
-        try:
-            accounts.signup(
-                visit.db,
-                email=form.get("email", ""),
-                name=form.get("name", ""),
-                password=form.get("password", ""),
-                context=visit.context,
-            )
-        except InvalidInput as error:
-            values = {k: form.get(k, "") for k in ("email", "name", "next")}
-            return render(request, visit, "signup.html", 400, errors=error.fields, values=values)
-        return redirect("/signup/check-email?email=" + quote(form.get("email", "").strip()))
-
-    return await transact(request, work, form=form)
-
-
-async def check_email(request: Request) -> Response:
-    email = request.query_params.get("email", "")[:320]
-    purpose = "reset" if request.url.path.startswith("/forgot") else "verify"
-    return await transact(
-        request,
-        lambda visit: render(request, visit, "check_email.html", email=email, purpose=purpose),
-    )
-
-
-async def verify_email(request: Request) -> Response:
-    accounts = accounts_of(request)
-    if request.method == "GET":
-        token = request.query_params.get("token")
-        if token is None:
-            return await transact(
-                request,
-                lambda visit: form_page(
-                    "verify_email.html", email=request.query_params.get("email", "")
-                )(request, visit),
-            )
-
-        return await transact(
-            request,
-            lambda visit: confirm_page(
-                request,
-                visit,
-                token,
-                "Confirm your email",
-                "One click and your address is verified.",
-                "/verify-email/confirm",
-                "Verify my email",
-            ),
-        )
-
-    form = await read_form(request)
-
-    def by_code(visit: Visit) -> Response:
-        email = form.get("email", "")
-        try:
-            user = accounts.verify_code(visit.db, email, form.get("code", ""), visit.context)
-        except AccountError as error:
-            status, text = 400, str(error)
-            if isinstance(error, Throttled):
-                # This IP waits; the link in the mail is no guess and still works.
-                status, text = 429, f"{error} Or open the link in the email: it still works."
-            response = render(
-                request,
-                visit,
-                "verify_email.html",
-                status,
-                email=email,
-                errors={"code": text},
-                values={"email": email},
-            )
-            if isinstance(error, Throttled):
-                response.headers["Retry-After"] = str(error.retry_after)
-            return response
-        return _verified(request, visit, user, "/login?email=" + quote(email))
-
-    return await transact(request, by_code, form=form)
-
-
-def _verified(request: Request, visit: Visit, user: User, login: str) -> Response:
-    """The page after a verification. A code that proved the mailbox only (anyone could
-    have asked for it, so it carried no password) leaves the account without one."""
-    if user.password_hash is None:
-        return message(
-            request,
-            visit,
-            "Email verified",
-            "Your email address is verified. Choose a password to sign in.",
-            link=("/forgot-password", "Choose a password"),
-        )
-    return message(
-        request,
-        visit,
-        "Email verified",
-        "Your email address is verified. You can sign in now.",
-        link=(login, "Sign in"),
-    )
-
-
-async def confirm_verification(request: Request) -> Response:
-    form = await read_form(request)
-    accounts = accounts_of(request)
-
-    def work(visit: Visit) -> Response:
-        try:
-            user = accounts.verify_link(visit.db, form.get("token", ""), visit.context)
-        except AccountError as error:
-            return message(
-                request,
-                visit,
-                "This link doesn't work",
-                str(error),
-                400,
-                link=("/verify-email", "Enter a code instead"),
-            )
-        return _verified(request, visit, user, "/login")
-
-    return await transact(request, work, form=form)
-
-
-async def resend_code(request: Request) -> Response:
-    form = await read_form(request)
-    accounts = accounts_of(request)
-
-    def work(visit: Visit) -> Response:
-        accounts.resend_code(visit.db, form.get("email", ""), visit.context)
-        visit.flash("If that address is waiting for verification, a new code is on its way.")
-        return redirect("/verify-email?email=" + quote(form.get("email", "").strip()))
-
-    return await transact(request, work, form=form)
-
+from identity.web.signup import check_email
 
 # -- login and logout ----------------------------------------------------------------------
 
@@ -184,11 +43,14 @@ async def login(request: Request) -> Response:
             user = accounts.authenticate(visit.db, email, form.get("password", ""), visit.context)
         except EmailNotVerified as error:
             # No session, and no new mail if a code is live: the person types the code they
-            # have, or asks for a new one on that page.
-            visit.flash(
-                "Your email address is not verified yet. Enter the code from our email, "
-                "or send yourself a new one."
-            )
+            # have, or asks for a new one on that page. This browser proved the password, so
+            # verifying in it signs it in and goes on to ``next`` (signup.py).
+            next_path = safe_next(form.get("next"), "")
+            if visit.browser is not None:  # always: the form's CSRF token lives in it
+                sessions.remember_typed_password(
+                    visit.browser, error.password_fingerprint, accounts.now(), next_path
+                )
+            visit.flash(_verify_first(visit, next_path))
             return redirect("/verify-email?email=" + quote(error.email))
         except (InvalidInput, AccountError) as error:
             if isinstance(error, Throttled):
@@ -203,6 +65,22 @@ async def login(request: Request) -> Response:
         return redirect(safe_next(form.get("next"), pending_resume_path(visit) or "/account"))
 
     return await transact(request, work, form=form)
+
+
+def _verify_first(visit: Visit, next_path: str) -> str:
+    """Why the person is on the code page instead of where they were going."""
+    app = pending_app_name(visit, next_path)
+    if app is not None:
+        return (
+            f"You need to verify your email address before you can continue to {app}. "
+            "Enter the code from our email, or send yourself a new one, and you'll go "
+            "straight on, without signing in again."
+        )
+    return (
+        "Your email address is not verified yet, and you need to verify it before you can "
+        "sign in. Enter the code from our email, or send yourself a new one, and you'll be "
+        "signed in straight away."
+    )
 
 
 async def logout(request: Request) -> Response:
@@ -286,7 +164,7 @@ async def reset_password(request: Request) -> Response:
             )
         except InvalidInput as error:
             return render(
-                request, visit, "reset_password.html", 400, token=token, errors=error.fields
+                request, visit, "reset_password.html", 400, token=token, errors=form_errors(error)
             )
         except AccountError:
             return message(
@@ -311,11 +189,6 @@ def signin_routes() -> list[BaseRoute]:
     """The pages of signing up, in and out, and of recovering a password."""
     return [
         Route("/", lambda request: redirect("/account"), methods=["GET"]),
-        Route("/signup", signup, methods=["GET", "POST"]),
-        Route("/signup/check-email", check_email, methods=["GET"]),
-        Route("/verify-email", verify_email, methods=["GET", "POST"]),
-        Route("/verify-email/resend", resend_code, methods=["POST"]),
-        Route("/verify-email/confirm", confirm_verification, methods=["POST"]),
         Route("/login", login, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["GET", "POST"]),
         Route("/forgot-password", forgot_password, methods=["GET", "POST"]),

@@ -126,7 +126,7 @@ def test_unverified_login_gets_no_session_and_keeps_the_live_code(
             select(OutboxMessage).where(OutboxMessage.to_address == "late@example.com")
         ).all()
     assert len(sent) == 1
-    assert visitor.verify("late@example.com", first).status_code == 200
+    assert visitor.verify("late@example.com", first).headers["location"] == "/account"
 
 
 def test_verification_link_needs_a_confirming_post(
@@ -430,7 +430,8 @@ def test_pre_hijacked_account_loses_the_attackers_password(
     # The real owner signs up too, and verifies with the code sent for that signup.
     visitor.signup("victim@example.com", password=PASSWORD)
     code = code_from(mail_sink, "victim@example.com", count=2)
-    assert visitor.verify("victim@example.com", code).status_code == 200
+    # The owner's browser typed the password of the attempt it verifies: it is signed in.
+    assert visitor.verify("victim@example.com", code).status_code == 303
     assert attacker.login("victim@example.com", "attacker-chosen-99").status_code == 400
     assert visitor.login("victim@example.com", PASSWORD).status_code == 303
 

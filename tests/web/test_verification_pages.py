@@ -90,7 +90,7 @@ def test_a_later_signup_by_someone_else_neither_voids_the_owners_code_nor_takes_
     visitor.signup("owner@example.com", password=PASSWORD)
     attacker.signup("owner@example.com", password=ATTACKER_PASSWORD)
     own_code = code_from(mail_sink, "owner@example.com", count=1)
-    assert visitor.verify("owner@example.com", own_code).status_code == 200
+    assert visitor.verify("owner@example.com", own_code).status_code == 303  # signed in
     assert visitor.login("owner@example.com", PASSWORD).status_code == 303
     assert attacker.login("owner@example.com", ATTACKER_PASSWORD).status_code == 400
 
@@ -112,12 +112,8 @@ def test_an_earlier_attackers_password_dies_when_the_owner_verifies_their_own_at
 ) -> None:
     attacker.signup("first@example.com", password=ATTACKER_PASSWORD)
     visitor.signup("first@example.com", password=PASSWORD)
-    assert (
-        visitor.verify(
-            "first@example.com", code_from(mail_sink, "first@example.com", 2)
-        ).status_code
-        == 200
-    )
+    second = code_from(mail_sink, "first@example.com", 2)
+    assert visitor.verify("first@example.com", second).status_code == 303  # signed in
     assert attacker.login("first@example.com", ATTACKER_PASSWORD).status_code == 400
     assert visitor.login("first@example.com", PASSWORD).status_code == 303
 
@@ -137,7 +133,7 @@ def test_signing_in_before_verifying_mails_nothing_and_the_mailed_code_still_wor
     page = visitor.http.get(response.headers["location"])
     assert "not verified yet" in page.text and "Send a new code" in page.text
     assert _mails_to(database, "later@example.com") == 1  # the live code was not replaced
-    assert visitor.verify("later@example.com", code).status_code == 200
+    assert visitor.verify("later@example.com", code).status_code == 303  # signed in
 
 
 def test_sending_a_new_code_keeps_the_earlier_one_working(
@@ -147,7 +143,7 @@ def test_sending_a_new_code_keeps_the_earlier_one_working(
     first = code_from(mail_sink, "again@example.com")
     visitor.submit("/verify-email", "/verify-email/resend", email="again@example.com")
     assert code_from(mail_sink, "again@example.com", count=2)
-    assert visitor.verify("again@example.com", first).status_code == 200
+    assert visitor.verify("again@example.com", first).status_code == 303  # signed in
     assert _verified(database, "again@example.com")
 
 
@@ -164,7 +160,7 @@ def test_wrong_codes_from_another_ip_never_block_the_owner(
         for _ in range(11)
     ]
     assert statuses[:5] == [400] * 5 and set(statuses[5:]) == {429}
-    assert _from_ip(proxied, OWNER_IP).verify("target@example.com", code).status_code == 200
+    assert _from_ip(proxied, OWNER_IP).verify("target@example.com", code).status_code == 303
     assert _verified(database, "target@example.com")
 
 
