@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from identity import repositories
-from identity.models import AuditEvent
+from identity.models import AuditEvent, utcnow
 
 # Keys that would carry a secret. ``record`` refuses them so that a careless caller fails a
 # test instead of writing a credential into the audit log.
@@ -57,22 +57,47 @@ def record(
 ) -> int:
     """Add an audit event to ``session``; it commits or rolls back with the change it records.
     Returns the event's id."""
+    row = event_row(
+        type,
+        context=context,
+        outcome=outcome,
+        actor=actor,
+        subject=subject,
+        client_id=client_id,
+        detail=detail,
+    )
+    return repositories.add_audit_event(session, **row)
+
+
+def event_row(
+    type: str,
+    *,
+    context: RequestContext | None = None,
+    outcome: str = "success",
+    actor: str | None = None,
+    subject: str | None = None,
+    client_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The columns of an audit event, checked and clipped: for ``record`` and for writers
+    that insert many at once (``identity.group_commit``)."""
     detail = dict(detail or {})
     leaked = _SECRET_KEYS.intersection(detail)
     if leaked:
         raise ValueError(f"audit detail must not carry secrets: {sorted(leaked)}")
     context = context or RequestContext()
-    return repositories.add_audit_event(
-        session,
-        type=type,
-        outcome=outcome,
-        actor=_clip(actor, 128),
-        subject=_clip(subject, 128),
-        client_id=_clip(client_id, 64),
-        ip=_clip(context.ip, 45),
-        user_agent=_clip(context.user_agent, 512),
-        detail=detail,
-    )
+    return {
+        # Stamped now, not when a batch is written: the time the event happened.
+        "occurred_at": utcnow(),
+        "type": type,
+        "outcome": outcome,
+        "actor": _clip(actor, 128),
+        "subject": _clip(subject, 128),
+        "client_id": _clip(client_id, 64),
+        "ip": _clip(context.ip, 45),
+        "user_agent": _clip(context.user_agent, 512),
+        "detail": detail,
+    }
 
 
 def _clip(value: str | None, length: int) -> str | None:

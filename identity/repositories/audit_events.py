@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Connection, Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from identity.models import AuditEvent
 
-__all__ = ["add_audit_event", "list_audit_events", "prune_audit_events"]
+__all__ = ["add_audit_event", "add_audit_events", "list_audit_events", "prune_audit_events"]
 
 
 # A plain Core INSERT built once, not an object for the unit of work nor an ORM-enabled
@@ -23,6 +23,11 @@ _INSERT = insert(_TABLE).returning(_TABLE.c.id)
 
 def add_audit_event(session: Session, **values: Any) -> int:
     return int(session.execute(_INSERT, values).scalar_one())
+
+
+def add_audit_events(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Many events in one statement (SQLAlchemy's multi-row VALUES), for group commit."""
+    connection.execute(insert(_TABLE), list(rows))
 
 
 def list_audit_events(
