@@ -214,6 +214,18 @@ def token_user_id(claims: dict[str, Any]) -> uuid.UUID | None:
         raise InvalidToken("the subject is neither the client nor a user") from error
 
 
+# Signatures already checked, by token: resource servers introspect and call UserInfo with
+# the same token many times over its life, and the RSA check with joserfc's decoding is
+# most of a read (~0.1 ms). Only the signature, header and decoding are remembered; the
+# claims are validated on every read (expiry moves). An entry holds the key ring it was
+# checked against and counts only while that ring is current, so a key removed from the
+# set stops its tokens at once. Only tokens that verified are kept, so a flood of forged
+# ones cannot fill it with anything; a bound keeps memory flat whatever comes.
+_VERIFIED: dict[str, tuple[KeyRing, dict[str, Any]]] = {}
+_MAX_VERIFIED = 10_000
+_CLAIM_CHECKS: dict[tuple[str, str | None, int], jwt.JWTClaimsRegistry] = {}
+
+
 def read_access_token(
     token: str,
     ring: KeyRing,
@@ -228,6 +240,23 @@ def read_access_token(
     The algorithm is pinned to RS256, the key is looked up by ``kid`` in our own key set
     only (``jwk``/``jku``/``x5u``/``x5c`` headers are never used), and ``typ`` must say
     ``at+jwt`` so an ID token cannot pass for an access token."""
+    verified = _VERIFIED.get(token)
+    claims = verified[1] if verified is not None and verified[0] is ring else None
+    if claims is None:
+        claims = _verify_signature(token, ring)
+        if len(_VERIFIED) >= _MAX_VERIFIED:
+            _VERIFIED.clear()
+        _VERIFIED[token] = (ring, claims)
+    try:
+        _claim_checks(issuer, audience, leeway, now).validate(claims)
+    except (JoseError, ValueError, TypeError) as error:
+        raise InvalidToken(str(error) or type(error).__name__) from error
+    if not isinstance(claims.get("client_id"), str) or not isinstance(claims["jti"], str):
+        raise InvalidToken("the token lacks client_id or a string jti")
+    return dict(claims)  # a copy: callers may not change what the next read sees
+
+
+def _verify_signature(token: str, ring: KeyRing) -> dict[str, Any]:
     if not token or len(token) > _MAX_TOKEN_LENGTH or token.count(".") != 2:
         raise InvalidToken("the token is not a compact JWS")
     header = _header(token)
@@ -240,23 +269,31 @@ def read_access_token(
         raise InvalidToken("the token names no key")
     try:
         key = ring.verification_keys.get_by_kid(kid)
-        claims = jwt.decode(token, key, algorithms=["RS256"]).claims
-        checks: dict[str, Any] = {
-            "iss": {"essential": True, "value": issuer},
-            "exp": {"essential": True},
-            "iat": {"essential": True},
-            "jti": {"essential": True},
-            "sub": {"essential": True},
-            "aud": {"essential": True},
-        }
-        if audience is not None:
-            checks["aud"] = {"essential": True, "value": audience}
-        registry = jwt.JWTClaimsRegistry(
-            now=int(time.time() if now is None else now), leeway=leeway, **checks
-        )
-        registry.validate(claims)
+        claims: dict[str, Any] = jwt.decode(token, key, algorithms=["RS256"]).claims
     except (JoseError, ValueError, TypeError) as error:
         raise InvalidToken(str(error) or type(error).__name__) from error
-    if not isinstance(claims.get("client_id"), str) or not isinstance(claims["jti"], str):
-        raise InvalidToken("the token lacks client_id or a string jti")
     return claims
+
+
+def _claim_checks(
+    issuer: str, audience: str | None, leeway: int, now: float | None
+) -> jwt.JWTClaimsRegistry:
+    """The claims registry for these checks; kept (they are few) unless ``now`` is fixed."""
+    checks: dict[str, Any] = {
+        "iss": {"essential": True, "value": issuer},
+        "exp": {"essential": True},
+        "iat": {"essential": True},
+        "jti": {"essential": True},
+        "sub": {"essential": True},
+        "aud": {"essential": True},
+    }
+    if audience is not None:
+        checks["aud"] = {"essential": True, "value": audience}
+    if now is not None:
+        return jwt.JWTClaimsRegistry(now=int(now), leeway=leeway, **checks)
+    key = (issuer, audience, leeway)
+    registry = _CLAIM_CHECKS.get(key)
+    if registry is None:
+        # Without ``now`` the registry reads the clock at every validation.
+        registry = _CLAIM_CHECKS[key] = jwt.JWTClaimsRegistry(leeway=leeway, **checks)
+    return registry

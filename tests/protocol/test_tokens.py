@@ -139,3 +139,42 @@ def test_wrong_audience_is_refused(ring: KeyRing) -> None:
 def test_malformed_tokens_raise_invalid_token_only(ring: KeyRing, garbage: str) -> None:
     with pytest.raises(InvalidToken):
         read_access_token(garbage, ring, issuer=ISSUER)
+
+
+# -- tokens read before: the signature is remembered, nothing else ----------------------------
+
+
+def test_a_token_read_before_stops_at_once_when_its_key_leaves_the_set(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path, max_token_ttl=600, reload_seconds=0)
+    store.ensure()
+    issued = AccessTokenIssuer(ISSUER, store, ttl=300).issue(
+        client_id="c", subject="u", audience=["https://api.example.com"], scope="read"
+    )
+    old_kid = store.ring().signing_kid
+    for _ in range(2):  # the second read is answered from what the first verified
+        assert read_access_token(issued.value, store.ring(), issuer=ISSUER)["jti"] == issued.jti
+    store.rotate()
+    assert read_access_token(issued.value, store.ring(), issuer=ISSUER)["jti"] == issued.jti
+    store.retire(old_kid, force=True)
+    with pytest.raises(InvalidToken):
+        read_access_token(issued.value, store.ring(), issuer=ISSUER)
+
+
+def test_a_token_read_before_is_still_checked_for_expiry_issuer_and_audience(
+    ring: KeyRing,
+) -> None:
+    now = time.time()
+    token = _sign(ring, _claims(exp=int(now) + 30))
+    read_access_token(token, ring, issuer=ISSUER, audience="https://api.example.com")
+    with pytest.raises(InvalidToken):
+        read_access_token(token, ring, issuer=ISSUER, leeway=0, now=now + 31)
+    with pytest.raises(InvalidToken):
+        read_access_token(token, ring, issuer="https://other.example.com")
+    with pytest.raises(InvalidToken):
+        read_access_token(token, ring, issuer=ISSUER, audience="https://other.example.com")
+
+
+def test_callers_cannot_change_what_the_next_read_sees(ring: KeyRing) -> None:
+    token = _sign(ring, _claims())
+    read_access_token(token, ring, issuer=ISSUER)["scope"] = "admin"
+    assert read_access_token(token, ring, issuer=ISSUER)["scope"] == "read"
