@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,6 +81,7 @@ class Database:
         self.url = url
         self.engine = create_database_engine(url, pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._loop_reader: sqlite3.Connection | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -91,6 +93,27 @@ class Database:
         with self._sessions.begin() as session:
             yield session
 
+    def read_in_loop(self, query: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]] | None:
+        """The rows of a small read, answered without a thread where that cannot block the
+        event loop: an SQLite file in WAL mode, whose readers never wait for its writer
+        (they read the last commit). None elsewhere (PostgreSQL, an in-memory database)
+        and whenever SQLite would have to wait: the caller then reads in a thread.
+
+        The connection is its own, read-only and outside any pool: the pool's connections
+        belong to the threads."""
+        if not self.is_sqlite or not self.engine.url.database or ":memory:" in str(self.url):
+            return None
+        try:
+            if self._loop_reader is None:
+                path = Path(self.engine.url.database).absolute()
+                # timeout=0: never wait for a lock in the loop.
+                self._loop_reader = sqlite3.connect(
+                    f"{path.as_uri()}?mode=ro", uri=True, timeout=0, check_same_thread=False
+                )
+            return self._loop_reader.execute(query, parameters).fetchall()
+        except sqlite3.Error:
+            return None
+
     def ping(self) -> None:
         """Raise unless the database answers a trivial query."""
         with self.engine.connect() as connection:
@@ -98,6 +121,9 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._loop_reader is not None:
+            self._loop_reader.close()
+            self._loop_reader = None
 
 
 # migrations/ at the top of the repository is the package identity._migrations (pyproject.toml

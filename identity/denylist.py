@@ -23,6 +23,9 @@ from identity.loop_redis import LoopRedis
 
 log = logging.getLogger("identity.denylist")
 
+# What ``is_revoked_locally`` asks (the table of ``RevokedToken``).
+_IS_REVOKED = "SELECT 1 FROM revoked_tokens WHERE jti = ?"
+
 # Bounds how long a Redis that silently lost an entry can go unnoticed.
 _MARKER_TTL_SECONDS = 600
 
@@ -103,11 +106,20 @@ class Denylist:
         self._needs_resync = True
         return None
 
+    def is_revoked_locally(self, jti: str) -> bool | None:
+        """``is_revoked`` without Redis, from the event loop, when the database can answer
+        there (SQLite: ``Database.read_in_loop``); else None."""
+        if self._redis is not None:
+            return None  # Redis is the hot path's truth when there is one
+        rows = self._database.read_in_loop(_IS_REVOKED, (jti,))
+        return None if rows is None else bool(rows)
+
     async def is_revoked_in_loop(self, jti: str) -> bool | None:
-        """``is_revoked`` from the event loop, when Redis can answer it; else None."""
+        """``is_revoked`` from the event loop, when Redis or the local database can answer
+        it; else None."""
         reads = self.reads_for(jti)
         if reads is None or self._loop_redis is None:
-            return None
+            return self.is_revoked_locally(jti)
         pipeline = self._loop_redis.client().pipeline(transaction=False)
         for command in reads:
             pipeline.execute_command(*command)

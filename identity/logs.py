@@ -9,14 +9,16 @@ tokens.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import logging
+import os
 import re
 import secrets
 import sys
 import time
 from collections.abc import Sequence
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -84,8 +86,7 @@ class RequestLogMiddleware:
             return
         root_path = scope.get("root_path", "")
         started = time.perf_counter()
-        current = _Request(self._request_id(scope))
-        token = _current.set(current)
+        current, token = begin_request(scope, self.trusted_proxies)
         status = 500  # unless a response starts: an exception on its way out
 
         async def send_with_id(message: Message) -> None:
@@ -100,50 +101,95 @@ class RequestLogMiddleware:
         except BaseException:
             # Left set: the app's error handler, outside this middleware, logs the
             # exception with the request id; the task serving this request ends after it.
-            self._log(scope, root_path, current, status, started)
+            log_access(scope, root_path, current, status, started, self.trusted_proxies)
             raise
-        self._log(scope, root_path, current, status, started)
-        _current.reset(token)
+        log_access(scope, root_path, current, status, started, self.trusted_proxies)
+        end_request(token)
 
-    def _request_id(self, scope: Scope) -> str:
-        client = scope.get("client")
-        if client and self.trusted_proxies and _is_in(client[0], self.trusted_proxies):
-            offered = Headers(scope=scope).get("x-request-id", "")
-            if _REQUEST_ID.fullmatch(offered):
-                return offered
-        return secrets.token_hex(16)  # as random as uuid4().hex, without building a UUID
 
-    def _log(
-        self, scope: Scope, root_path: str, current: _Request, status: int, started: float
-    ) -> None:
-        if not access_log.isEnabledFor(logging.INFO):
-            return
-        latency_ms = round((time.perf_counter() - started) * 1000, 2)
-        request = Request(scope)
-        # The raw path has no query string; percent-escapes keep control characters out.
-        path = bytes(scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0]
-        fields: dict[str, Any] = {
-            "request_id": current.request_id,
-            "method": scope["method"],
-            "route": route_template(scope, root_path),
-            "path": path.decode("latin-1"),
-            "status": status,
-            "latency_ms": latency_ms,
-            "client_ip": client_ip(request, self.trusted_proxies),
-            "user_agent": request.headers.get("user-agent", "")[:_MAX_USER_AGENT] or None,
-        }
-        if current.client_id is not None:
-            fields["client_id"] = current.client_id
-        if current.user_id is not None:
-            fields["user_id"] = current.user_id
-        access_log.info(
-            "%s %s %d %.1fms",
-            fields["method"],
-            fields["path"],
-            status,
-            latency_ms,
-            extra={"fields": fields},
-        )
+def begin_request(
+    scope: Scope, trusted_proxies: Sequence[Network]
+) -> tuple[_Request, Token[_Request | None]]:
+    """Give the request its id (a trusted proxy's ``X-Request-ID``, else a new one) and make
+    it the current one; reset the token when the request is done."""
+    current = _Request(_request_id(scope, trusted_proxies))
+    return current, _current.set(current)
+
+
+def end_request(token: Token[_Request | None]) -> None:
+    _current.reset(token)
+
+
+def _request_id(scope: Scope, trusted_proxies: Sequence[Network]) -> str:
+    client = scope.get("client")
+    if client and trusted_proxies and _is_in(client[0], trusted_proxies):
+        offered = Headers(scope=scope).get("x-request-id", "")
+        if _REQUEST_ID.fullmatch(offered):
+            return offered
+    return new_request_id()
+
+
+class _RequestIds:
+    """32 hex digits: a random half per process, then a counter. An id must be unique, not
+    secret, and ``secrets.token_hex`` per request was a getrandom() call that let another
+    thread take the GIL on every request (seen in the token endpoint's profile)."""
+
+    def __init__(self) -> None:
+        self._reseed()
+        os.register_at_fork(after_in_child=self._reseed)  # a forked worker gets its own half
+
+    def _reseed(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count(secrets.randbits(48))
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+_ids = _RequestIds()
+
+
+def new_request_id() -> str:
+    return _ids.next()
+
+
+def log_access(
+    scope: Scope,
+    root_path: str,
+    current: _Request,
+    status: int,
+    started: float,
+    trusted_proxies: Sequence[Network],
+) -> None:
+    """The request's access line (at INFO)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    latency_ms = round((time.perf_counter() - started) * 1000, 2)
+    request = Request(scope)
+    # The raw path has no query string; percent-escapes keep control characters out.
+    path = bytes(scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0]
+    fields: dict[str, Any] = {
+        "request_id": current.request_id,
+        "method": scope["method"],
+        "route": route_template(scope, root_path),
+        "path": path.decode("latin-1"),
+        "status": status,
+        "latency_ms": latency_ms,
+        "client_ip": client_ip(request, trusted_proxies),
+        "user_agent": request.headers.get("user-agent", "")[:_MAX_USER_AGENT] or None,
+    }
+    if current.client_id is not None:
+        fields["client_id"] = current.client_id
+    if current.user_id is not None:
+        fields["user_id"] = current.user_id
+    access_log.info(
+        "%s %s %d %.1fms",
+        fields["method"],
+        fields["path"],
+        status,
+        latency_ms,
+        extra={"fields": fields},
+    )
 
 
 def _is_in(address: str, networks: Sequence[Network]) -> bool:

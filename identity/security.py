@@ -102,9 +102,7 @@ class ControlCharacterMiddleware:
         if scope["type"] != "http" or scope["path"].startswith(self.exempt):
             await self.app(scope, receive, send)
             return
-        if _CONTROL_IN_PATH.search(scope["path"]) or _CONTROL_IN_QUERY.search(
-            scope["query_string"]
-        ):
+        if has_control_characters(scope):
             response = await self.reject(Request(scope))
             await response(scope, receive, send)
             return
@@ -164,28 +162,42 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = self._with_security_headers(message.get("headers", []))
+                message["headers"] = with_security_headers(message.get("headers", []), self.https)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
-    def _with_security_headers(
-        self, raw: Iterable[tuple[bytes, bytes]]
-    ) -> list[tuple[bytes, bytes]]:
-        """The response's headers plus each security header it does not set itself (raw
-        tuples in one pass: this runs on every response)."""
-        headers = list(raw)
-        present = {name.lower() for name, _ in headers}
-        is_html = any(
-            name.lower() == b"content-type" and value.startswith(b"text/html")
-            for name, value in headers
-        )
-        extra = _HTTPS_HEADERS if self.https else _HTTP_HEADERS
-        csp = _HTML_CSP_HEADER if is_html else _API_CSP_HEADER
-        for name, value in (*extra, csp):
-            if name not in present:
-                headers.append((name, value))
-        return headers
+
+def with_security_headers(
+    raw: Iterable[tuple[bytes, bytes]], https: bool
+) -> list[tuple[bytes, bytes]]:
+    """The response's headers plus each security header it does not set itself (raw
+    tuples in one pass: this runs on every response)."""
+    headers = list(raw)
+    present = {name.lower() for name, _ in headers}
+    is_html = any(
+        name.lower() == b"content-type" and value.startswith(b"text/html")
+        for name, value in headers
+    )
+    extra = _HTTPS_HEADERS if https else _HTTP_HEADERS
+    csp = _HTML_CSP_HEADER if is_html else _API_CSP_HEADER
+    for name, value in (*extra, csp):
+        if name not in present:
+            headers.append((name, value))
+    return headers
+
+
+def has_control_characters(scope: Scope) -> bool:
+    """A control character in the path or query string, raw or percent-encoded."""
+    return bool(
+        _CONTROL_IN_PATH.search(scope["path"]) or _CONTROL_IN_QUERY.search(scope["query_string"])
+    )
+
+
+def has_nul(content_type: str, body: bytes) -> bool:
+    """NUL in a whole form body of ``content_type`` (the value before any ``;``)."""
+    nul = _NUL_IN_FORM.get(content_type.strip().lower())
+    return nul is not None and nul.search(body) is not None
 
 
 def client_ip(request: Request, trusted_proxies: Sequence[Network]) -> str | None:

@@ -15,6 +15,7 @@ from identity.accounts.service import Accounts
 from identity.config import Settings
 from identity.db import Database
 from identity.denylist import Denylist
+from identity.group_commit import GroupCommit
 from identity.keys import KeyStore
 from identity.loop_redis import LoopRedis
 from identity.protocol.server import IdentityServer
@@ -35,6 +36,7 @@ class Services:
     families: TokenFamilies
     accounts: Accounts
     oauth: IdentityServer
+    audit_writer: GroupCommit
 
 
 def redis_client(settings: Settings) -> redis.Redis | None:
@@ -69,7 +71,10 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
     families = TokenFamilies(denylist)
     accounts = Accounts.from_settings(settings, database, sync_redis, loop_redis, families)
     issuer = AccessTokenIssuer(settings.issuer, keys, settings.access_token_ttl)
-    oauth = protocol.build_server(settings, database, issuer, denylist, families, accounts)
+    audit_writer = GroupCommit(database)
+    oauth = protocol.build_server(
+        settings, database, issuer, denylist, families, accounts, audit_writer
+    )
     return Services(
         settings=settings,
         database=database,
@@ -80,4 +85,5 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
         families=families,
         accounts=accounts,
         oauth=oauth,
+        audit_writer=audit_writer,
     )

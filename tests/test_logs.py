@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from identity import logs
 from identity.app import create_app
 from identity.config import Settings
 from identity.db import Database
@@ -259,3 +260,19 @@ def test_no_secret_of_a_whole_flow_reaches_any_log_line(
         for what, secret in secrets.items():
             for line in rendered:
                 assert secret not in line, f"the {what} is in a log line of {record.name}"
+
+
+def test_request_ids_are_unique_and_a_forked_process_draws_its_own(http: TestClient) -> None:
+    ids = {http.get("/healthz").headers["x-request-id"] for _ in range(200)}
+    assert len(ids) == 200
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(write, logs.new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    forked = os.read(read, 64).decode()
+    os.close(read)
+    assert re.fullmatch(r"[0-9a-f]{32}", forked)
+    assert forked[:16] not in {request_id[:16] for request_id in ids}

@@ -9,6 +9,7 @@ from identity.accounts.service import Accounts
 from identity.config import Settings
 from identity.db import Database
 from identity.denylist import Denylist
+from identity.group_commit import GroupCommit
 from identity.protocol.device import DeviceCodeGrant
 from identity.protocol.endpoints import TokenIntrospection, TokenRevocation
 from identity.protocol.grants import (
@@ -47,10 +48,13 @@ def build_server(
     denylist: Denylist,
     families: TokenFamilies,
     accounts: Accounts,
+    audit_writer: GroupCommit,
 ) -> IdentityServer:
     """The authorization server with every grant and endpoint identity serves."""
     refresh_tokens = RefreshTokens(settings, denylist, families)
-    server = IdentityServer(settings, database, issuer, denylist, refresh_tokens, accounts)
+    server = IdentityServer(
+        settings, database, issuer, denylist, refresh_tokens, accounts, audit_writer
+    )
     for grant, extensions in grant_table(settings):
         server.register_grant(grant, extensions)
     for endpoint in ENDPOINTS:

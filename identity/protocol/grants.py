@@ -27,10 +27,10 @@ from identity.models import (
 from identity.protocol.parameters import error_text
 from identity.protocol.scopes import ACCOUNT_SCOPE, ADMIN_SCOPE, account_audience
 from identity.protocol.server import StarletteOAuth2Request, current_session
-from identity.protocol.tokens import Authentication
+from identity.protocol.tokens import Authentication, IssuedToken
 
 
-def _with_account_audience(
+def with_account_audience(
     audience: list[str], scope: str | None, user: Any, issuer: str, client_id: str
 ) -> list[str]:
     """``audience`` with the account API's added exactly when a user's token carries the
@@ -95,6 +95,18 @@ def granted_scope(client: Client, requested: str | None) -> str:
     return " ".join(dict.fromkeys(requested.split()))
 
 
+def token_body(issued: IssuedToken, scope: str | None) -> dict[str, Any]:
+    """The token response's members for an access token (RFC 6749 §5.1)."""
+    token: dict[str, Any] = {
+        "access_token": issued.value,
+        "token_type": "Bearer",
+        "expires_in": issued.claims["exp"] - issued.claims["iat"],
+    }
+    if scope:
+        token["scope"] = scope
+    return token
+
+
 class IssuingGrant:
     """Issues tokens through our signer, so every grant gets the same claims and audit.
 
@@ -145,7 +157,7 @@ class IssuingGrant:
         same for every grant."""
         client: Client = self.request.client
         issuer = self.server.issuer.issuer
-        audience = _with_account_audience(self.audience(), scope, user, issuer, client.client_id)
+        audience = with_account_audience(self.audience(), scope, user, issuer, client.client_id)
         authentication = self.authentication() if user is not None else None
         extra: dict[str, Any] = {}
         if authentication is not None:
@@ -158,13 +170,7 @@ class IssuingGrant:
             extra=extra,
         )
         self.request.issued.append(issued)
-        token: dict[str, Any] = {
-            "access_token": issued.value,
-            "token_type": "Bearer",
-            "expires_in": issued.claims["exp"] - issued.claims["iat"],
-        }
-        if scope:
-            token["scope"] = scope
+        token = token_body(issued, scope)
         token_scopes = (scope or "").split()
         refresh_tokens = self.server.refresh_tokens
         if (
@@ -181,7 +187,7 @@ class IssuingGrant:
                 scope=scope or "",
                 # The whole grant, not the narrowed token's: a later refresh may ask for
                 # any of its resources (RFC 8707 §2.2).
-                audience=_with_account_audience(
+                audience=with_account_audience(
                     self.granted_audience(), scope, user, issuer, client.client_id
                 ),
                 authentication=authentication,

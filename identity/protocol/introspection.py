@@ -3,10 +3,11 @@
 A resource server introspecting a well-formed access token with its own credentials needs no
 database: the client is in the client cache, the token's signature and claims are checked
 against the key ring in memory, the token's user (if it has one) is in the user cache, and
-the denylist answers from Redis in the same round trip that counts the client's limit. That
+the denylist answers from Redis in the same round trip that counts the client's limit (or,
+embedded, from the SQLite file, whose readers never wait: ``Database.read_in_loop``). That
 case is answered here without a thread. Everything else (a client or user not cached or
 whose cache is due for its check, bad credentials, a refresh token, a token that does not
-verify, a denylist only the database can answer) returns None and goes through Authlib in a
+verify, a denylist only a thread can ask) returns None and goes through Authlib in a
 thread, which also records failed client authentication. Both paths give the same answers:
 they share the rules (``access_token_shown_to``, ``IdentityServer.subject_is_active``).
 """
@@ -16,44 +17,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from authlib.oauth2.rfc6749 import OAuth2Error
-from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from starlette.responses import Response
 
 from identity import logs
 from identity.limits import RateLimiter
 from identity.models import Client
 from identity.protocol.endpoints import access_token_introspection, access_token_shown_to
-from identity.protocol.server import IdentityServer, StarletteOAuth2Request, client_auth_method
+from identity.protocol.server import IdentityServer, StarletteOAuth2Request
 from identity.protocol.throttle import limit_key, slow_down
 from identity.protocol.tokens import InvalidToken, read_access_token
 
 # What Authlib's endpoint answers with (authlib.consts.default_json_headers).
 _HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-def _client(server: IdentityServer, request: StarletteOAuth2Request) -> Client | None:
-    """The confidential client whose secret the request carries (basic or post), if it is
-    in the cache; None for anything the full path must decide (two methods at once too:
-    the full path refuses them)."""
-    try:
-        method = client_auth_method(request)
-    except OAuth2Error:
-        return None
-    if method == "client_secret_basic":
-        client_id, secret = extract_basic_authorization(request.headers)
-    elif method == "client_secret_post":
-        client_id, secret = request.form.get("client_id"), request.form.get("client_secret")
-    else:
-        return None
-    if not client_id or not secret:
-        return None
-    client = server.clients.peek(client_id)
-    if client is None or client.is_public:
-        return None
-    if not client.check_endpoint_auth_method(method, "introspection"):
-        return None
-    return client if client.check_client_secret(secret) else None
 
 
 def _verified(
@@ -63,7 +38,7 @@ def _verified(
     token = request.form.get("token")
     if not token or request.form.get("token_type_hint") not in (None, "access_token"):
         return None
-    client = _client(server, request)
+    client = server.client_in_memory(request, "introspection")
     if client is None:
         return None
     try:
@@ -88,9 +63,12 @@ async def introspect_in_loop(
     )
     if not decision.allowed:
         return slow_down(decision)
-    if verified is None or reads is None:
+    if verified is None:
         return None
-    revoked = server.denylist.answer(answers)
+    if reads is None:  # no Redis: the embedded database may answer from the loop
+        revoked = server.denylist.is_revoked_locally(verified[1]["jti"])
+    else:
+        revoked = server.denylist.answer(answers)
     if revoked is None:
         return None
     client, claims = verified

@@ -13,7 +13,9 @@ from starlette.routing import BaseRoute, Route
 
 from identity.config import Settings
 from identity.protocol.device import device_authorization
+from identity.protocol.fast_lane import HotRoute
 from identity.protocol.introspection import introspect_in_loop
+from identity.protocol.lean import client_credentials
 from identity.protocol.server import IdentityServer, read_oauth2_request
 from identity.protocol.throttle import throttled_for
 from identity.protocol.userinfo import userinfo
@@ -54,6 +56,11 @@ def _endpoint(name: str | None) -> Endpoint:
             throttled = await throttled_for(request, oauth_request, limiter_name)
             if throttled is not None:
                 return throttled
+            if name is None:
+                # Machine clients' tokens in the loop (protocol.lean); None: the full path.
+                lean = await client_credentials(server, oauth_request)
+                if lean is not None:
+                    return lean
 
         def respond() -> Response:
             if name is None:
@@ -114,3 +121,19 @@ def protocol_routes(settings: Settings) -> list[BaseRoute]:
         Route("/oauth2/device_authorization", device_authorization, methods=["POST"]),
         _route("/.well-known/oauth-authorization-server", discovery, ["GET"], cors),
     ]
+
+
+# The routes machines call most, served by ``FastLane`` (method, path, reads a body).
+_HOT = (
+    ("GET", "/.well-known/jwks.json", False),
+    ("POST", "/oauth2/token", True),
+    ("POST", "/oauth2/introspect", True),
+    ("GET", "/oauth2/userinfo", False),
+    ("GET", "/.well-known/openid-configuration", False),
+)
+
+
+def hot_routes(routes: Sequence[BaseRoute]) -> list[HotRoute]:
+    """The hot routes among ``routes`` (``protocol_routes``'), for ``FastLane``."""
+    by_path = {route.path: route for route in routes if isinstance(route, Route)}
+    return [HotRoute(method, by_path[path], reads_body) for method, path, reads_body in _HOT]

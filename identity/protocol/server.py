@@ -37,6 +37,7 @@ from identity.audit import RequestContext
 from identity.config import Settings
 from identity.db import Database
 from identity.denylist import Denylist
+from identity.group_commit import GroupCommit
 from identity.lanes import Lanes
 from identity.models import AuthorizationCode, Client, User, utcnow
 from identity.protocol.parameters import (
@@ -171,6 +172,23 @@ def _failure_description(method: str, methods: list[str]) -> str:
     return f"Client authentication failed; this endpoint takes {accepted}."
 
 
+def token_issued_row(request: StarletteOAuth2Request, issued: IssuedToken) -> dict[str, Any]:
+    """The ``token.issued`` audit event of a token the request's client got."""
+    return audit.event_row(
+        "token.issued",
+        context=request.context,
+        actor=request.client.client_id,
+        subject=issued.claims["sub"],
+        client_id=request.client.client_id,
+        detail={
+            "grant_type": request.payload.grant_type,
+            "jti": issued.jti,
+            "scope": issued.claims.get("scope", ""),
+            "aud": issued.claims["aud"],
+        },
+    )
+
+
 @dataclass
 class _UnitOfWork:
     session: Session
@@ -196,6 +214,7 @@ class IdentityServer(AuthorizationServer):  # type: ignore[misc]
         denylist: Denylist,
         refresh_tokens: RefreshTokens,
         accounts: Accounts,
+        audit_writer: GroupCommit,
     ) -> None:
         super().__init__(scopes_supported=None)
         self.settings = settings
@@ -206,10 +225,16 @@ class IdentityServer(AuthorizationServer):  # type: ignore[misc]
         self.families = refresh_tokens.families
         # The password grant signs people in through the same rules as the login page.
         self.accounts = accounts
+        # The event-loop paths' durable audit rows (protocol.lean).
+        self.audit_writer = audit_writer
         self.id_tokens = IdTokenIssuer(settings.issuer, issuer.keys, settings.id_token_ttl)
         check = settings.cache_check_seconds
-        self.clients: RowCache[str, Client] = RowCache("clients", repositories.get_client, check)
-        self.users: RowCache[uuid.UUID, User] = RowCache("users", repositories.get_user, check)
+        self.clients: RowCache[str, Client] = RowCache(
+            "clients", repositories.get_client, check, database.transaction
+        )
+        self.users: RowCache[uuid.UUID, User] = RowCache(
+            "users", repositories.get_user, check, database.transaction
+        )
         self.lanes = Lanes(settings.db_pool_size, settings.password_threads)
 
     def user_is_active(self, user_id: uuid.UUID, session: Session | None) -> bool | None:
@@ -296,20 +321,31 @@ class IdentityServer(AuthorizationServer):  # type: ignore[misc]
         session = current_session()
         metrics.count_token(request.payload.grant_type)
         for issued in request.issued:
-            audit.record(
-                session,
-                "token.issued",
-                context=request.context,
-                actor=request.client.client_id,
-                subject=issued.claims["sub"],
-                client_id=request.client.client_id,
-                detail={
-                    "grant_type": request.payload.grant_type,
-                    "jti": issued.jti,
-                    "scope": issued.claims.get("scope", ""),
-                    "aud": issued.claims["aud"],
-                },
-            )
+            repositories.add_audit_event(session, **token_issued_row(request, issued))
+
+    def client_in_memory(self, request: StarletteOAuth2Request, endpoint: str) -> Client | None:
+        """The confidential client whose secret the request carries (basic or post), when
+        the client cache holds it and the secret matches; None for anything the full path
+        must decide (a client not cached, a wrong secret, which the full path records, two
+        methods at once, which it refuses, a public client). For the event-loop paths."""
+        try:
+            method = client_auth_method(request)
+        except OAuth2Error:
+            return None
+        if method == "client_secret_basic":
+            client_id, secret = extract_basic_authorization(request.headers)
+        elif method == "client_secret_post":
+            client_id, secret = request.form.get("client_id"), request.form.get("client_secret")
+        else:
+            return None
+        if not client_id or not secret or len(client_id) > 64:
+            return None
+        client = self.clients.peek(client_id)
+        if client is None or client.is_public:
+            return None
+        if not client.check_endpoint_auth_method(method, endpoint):
+            return None
+        return client if client.check_client_secret(secret) else None
 
     def authenticate_client(
         self, request: StarletteOAuth2Request, methods: list[str], endpoint: str = "token"
