@@ -114,6 +114,11 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
             access_log=False,  # identity.access writes one line per request instead
             proxy_headers=False,  # identity applies IDENTITY_TRUSTED_PROXIES itself
             server_header=False,
+            # The asyncio loop, not uvloop: measured on one saturated core (bench/README.md,
+            # "Event loop"), uvloop served some connections late, a p99 of 630 ms against 41 ms
+            # for asyncio at about the same throughput. httptools still parses HTTP.
+            loop="asyncio",
+            http="httptools",
         )
     finally:
         if created is not None:
