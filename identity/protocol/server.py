@@ -130,7 +130,11 @@ async def read_oauth2_request(
     query = parse_parameters(request.scope["query_string"])
     check_parameters([*query, *form])
     check_basic_credentials(request.headers)
-    uri = issuer + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    # From the scope as Starlette's ``request.url`` would give them, without building that
+    # URL (parsing the Host header, urlsplit): it was a tenth of an introspection's CPU.
+    path = request.scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+    query_string = request.scope["query_string"].decode()
+    uri = issuer + path + (f"?{query_string}" if query_string else "")
     return StarletteOAuth2Request(request.method, uri, request.headers, query, form, context)
 
 
