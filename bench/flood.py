@@ -57,7 +57,7 @@ def mixed_limit(stage: Stage) -> tuple[str, float]:
 def mixed_beside_flood(stage: Stage, pool: list[str]) -> list[Row]:
     accounts = stage.accounts
     token = user_access_token(stage)
-    check_introspection(stage.base, accounts.service, token)
+    check_introspection(stage.base, accounts.app, token)  # the token's own client
     check_refresh(stage.base, accounts.app, pool[0])
     prefix = write_pool(stage.workdir, "mixed-pool", pool[1:], THREADS)
     script = mixed_script(

@@ -31,7 +31,7 @@ function init(args)
   turn = (id - 1) * 7
   fixed.userinfo = wrk.format("GET", "/oauth2/userinfo", {{["Authorization"] = {bearer}}})
   fixed.introspection = wrk.format("POST", "/oauth2/introspect",
-    {{["Authorization"] = {service_client}, ["Content-Type"] = form}}, {introspect_body})
+    {{["Authorization"] = {user_client}, ["Content-Type"] = form}}, {introspect_body})
   fixed.client_credentials = wrk.format("POST", "/oauth2/token",
     {{["Authorization"] = {service_client}, ["Content-Type"] = form}}, {service_body})
 end
@@ -84,7 +84,8 @@ def mixed_script(
     user_client: tuple[str, str],
 ) -> Path:
     """``MIX`` in one wrk script: userinfo with ``access_token``, introspection of it by the
-    service client, refresh from the pool by the user client, client_credentials."""
+    user client (its own client: identity shows a token only to its parties), refresh from
+    the pool by the user client, client_credentials by the service client."""
     script = folder / "mixed.lua"
     names = ", ".join(lua_string(name) for name in schedule(MIX))
     introspect = {"token": access_token, "token_type_hint": "access_token"}
