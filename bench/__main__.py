@@ -6,11 +6,13 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import micro
+from bench import micro, peer
+from bench.peer import PeerOptions
 from bench.report import format_comparison, format_table, summarise_logs, write_results
 from bench.runner import Options, run
 from bench.wrk import ensure_wrk
@@ -23,11 +25,19 @@ DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--seconds", type=int, default=5, help="per wrk run and per building block")
+    parser.add_argument(
+        "--seconds", type=int, help="per wrk run and per building block (5; 10 with --peer)"
+    )
     parser.add_argument("--embedded", action="store_true", help="SQLite and no Redis")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE, help="PostgreSQL server")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--compare", type=Path, metavar="OLD.json", help="an earlier result")
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="side by side with node-oidc-provider, each server one process pinned to core 0 "
+        "(--workers does not apply; --embedded leaves out PostgreSQL + Redis)",
+    )
     return parser
 
 
@@ -56,8 +66,28 @@ def _building_blocks(seconds: int) -> dict[str, Any]:
     }
 
 
+def _peer(args: argparse.Namespace) -> int:
+    # The peer is installed into a temporary folder each run (npm's own cache makes it quick).
+    with tempfile.TemporaryDirectory(prefix="identity-peer-npm-") as npm_prefix:
+        options = PeerOptions(
+            seconds=10 if args.seconds is None else args.seconds,
+            database_url=args.database_url,
+            redis_url=args.redis_url,
+            npm_prefix=Path(npm_prefix),
+            embedded_only=args.embedded,
+        )
+        return peer.main(options, RESULTS)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.peer:
+        if args.compare:
+            parser.error("--compare does not apply to --peer")
+        return _peer(args)
+    if args.seconds is None:
+        args.seconds = 5
     old = json.loads(args.compare.read_text()) if args.compare else None
     ensure_wrk()
     started = datetime.now(UTC)
