@@ -14,7 +14,6 @@ import binascii
 import json
 import os
 import platform
-import shutil
 import subprocess
 import tempfile
 import urllib.request
@@ -52,7 +51,7 @@ from bench.peer_report import (
     write_results,
 )
 from bench.pool import mint_pool
-from bench.procs import REPO, Processes, free_port, python_command, wait_ready
+from bench.procs import REPO, Processes, copy_logs, free_port, python_command, wait_ready
 from bench.provision import USER_SCOPE, Accounts, Client, create_client, create_user
 from bench.report import summarise_logs
 from bench.scenarios import pool_note
@@ -307,13 +306,9 @@ def _record(results: Results, side: str, cells: dict[str, Cell]) -> None:
 
 def keep_logs(root: Path, destination: Path | None) -> None:
     """Every server's log, as ``<side>-<name>.log``, before the temporary folder goes."""
-    if destination is None:
-        return
-    logs = sorted(root.glob("*/*.log"))
-    if logs:
-        destination.mkdir(parents=True, exist_ok=True)
-        for log in logs:
-            shutil.copy(log, destination / f"{log.parent.name}-{log.name}")
+    copy_logs(
+        sorted(root.glob("*/*.log")), destination, lambda log: f"{log.parent.name}-{log.name}"
+    )
 
 
 def run_peer(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 STOP_GRACE_SECONDS = 10.0
@@ -93,3 +94,13 @@ def _poll(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def copy_logs(logs: list[Path], destination: Path | None, name: Callable[[Path], str]) -> None:
+    """Copy ``logs`` into ``destination`` (made if needed) as ``name(log)``: the servers'
+    logs outlive the temporary folder, as they are where a 500 shows up."""
+    if destination is None or not logs:
+        return
+    destination.mkdir(parents=True, exist_ok=True)
+    for log in logs:
+        shutil.copy(log, destination / name(log))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,7 +11,7 @@ from bench.identity_server import identity_env, start_identity
 from bench.lua_mix import MIX, harmonic_rate, share
 from bench.lua_pool import pool_size
 from bench.pool import mint_pool
-from bench.procs import Processes, free_port, python_command, wait_ready
+from bench.procs import Processes, copy_logs, free_port, python_command, wait_ready
 from bench.provision import Accounts, provision
 from bench.report import Row
 from bench.scenarios import CONNECTIONS, Limits, Stage, measure
@@ -132,14 +131,7 @@ def identity_rows(
 
 
 def _keep_logs(workdir: Path, destination: Path | None) -> None:
-    """The servers' logs outlive the temporary folder: they are where a 500 shows up."""
-    if destination is None:
-        return
-    logs = sorted(workdir.glob("*.log"))
-    if logs:
-        destination.mkdir(parents=True, exist_ok=True)
-        for log in logs:
-            shutil.copy(log, destination / log.name)
+    copy_logs(sorted(workdir.glob("*.log")), destination, lambda log: log.name)
 
 
 def run(options: Options, argon2_per_second: float) -> list[Row]:
