@@ -15,6 +15,8 @@ from identity.db import Database
 from identity.group_commit import GroupCommit
 from identity.models import AuditEvent
 
+from .loops import run_in_own_loop
+
 
 @pytest.fixture
 def commits(database: Database) -> Iterator[list[int]]:
@@ -53,7 +55,7 @@ def test_rows_arriving_together_share_one_commit_and_are_durable_when_awaited(
         assert _count(database_url, "test.batch") == 20
 
     try:
-        asyncio.run(main())
+        run_in_own_loop(main)
     finally:
         writer.close()
     assert len(commits) == 1
@@ -68,7 +70,7 @@ def test_a_batch_is_capped_and_the_rest_goes_in_the_next(
         await asyncio.gather(*(writer.record(audit.event_row("test.cap")) for _ in range(10)))
 
     try:
-        asyncio.run(main())
+        run_in_own_loop(main)
     finally:
         writer.close()
     assert _count(database_url, "test.cap") == 10
@@ -89,14 +91,14 @@ def test_a_failed_commit_raises_in_every_caller_of_its_batch_and_writes_none(
         return list(outcomes)
 
     try:
-        outcomes = asyncio.run(main())
+        outcomes = run_in_own_loop(main)
     finally:
         writer.close()
     assert all(isinstance(outcome, IntegrityError) for outcome in outcomes), outcomes
     assert _count(database_url, "test.broken") == 0
     # The writer goes on: the next batch commits.
     try:
-        asyncio.run(writer.record(audit.event_row("test.after")))
+        run_in_own_loop(lambda: writer.record(audit.event_row("test.after")))
     finally:
         writer.close()
     assert _count(database_url, "test.after") == 1
@@ -113,9 +115,9 @@ def test_close_commits_what_is_pending_and_the_writer_starts_again(
         await asyncio.to_thread(writer.close)
         await asyncio.wait_for(pending, 2)
 
-    asyncio.run(main())
+    run_in_own_loop(main)
     assert _count(database_url, "test.close") == 1
-    asyncio.run(writer.record(audit.event_row("test.close")))  # a new writer thread
+    run_in_own_loop(lambda: writer.record(audit.event_row("test.close")))  # a new writer
     writer.close()
     assert _count(database_url, "test.close") == 2
 
@@ -131,7 +133,7 @@ def test_a_lone_row_waits_no_longer_than_the_window(database: Database) -> None:
         return loop.time() - started
 
     try:
-        elapsed = asyncio.run(main())
+        elapsed = run_in_own_loop(main)
     finally:
         writer.close()
     assert 0.05 <= elapsed < 2.0

@@ -8,7 +8,7 @@ import email.policy
 import logging
 import stat
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -24,6 +24,7 @@ from identity.mail import SUBJECTS, Mailer, OutboxSender, parse_smtp_url
 from identity.models import OutboxMessage
 
 from .conftest import ISSUER, free_port
+from .loops import run_in_own_loop
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -73,24 +74,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-def run_in_own_loop(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """asyncio.run in a thread of its own: Playwright's sync API leaves a loop running in
-    the main thread when browser tests ran earlier in the same session."""
-    failures: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            asyncio.run(scenario())
-        except BaseException as error:  # handed to the test thread below
-            failures.append(error)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(timeout=60)
-    if failures:
-        raise failures[0]
 
 
 def start_sink(port: int, delay: float = 0.0) -> tuple[Sink, Controller]:
