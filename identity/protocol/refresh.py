@@ -92,6 +92,7 @@ class RefreshTokenGrant(IssuingGrant, grants.RefreshTokenGrant):  # type: ignore
     _parent: RefreshParent | None = None
     # Set on a grace retry: the successor already issued, which this response repeats.
     _grace_successor: RefreshToken | None = None
+    _user: User | None = None
 
     @property
     def _service(self) -> RefreshTokens:
@@ -112,10 +113,14 @@ class RefreshTokenGrant(IssuingGrant, grants.RefreshTokenGrant):  # type: ignore
         user = repositories.get_user(session, row.user_id)
         if user is None or not user.is_active:
             return None
+        # Held for authenticate_user: the session's identity map keeps rows only while
+        # something refers to them, and without this it read the user a second time.
+        self._user = user
         # The conditional update alone picks one winner; the family lock also keeps losers
         # (which may revoke the family) from deadlocking each other on PostgreSQL.
         repositories.lock_refresh_family(session, row.family_id)
-        if repositories.claim_refresh_rotation(session, row.digest, now):
+        successor_digest = secret_digest(successor_value(refresh_token))
+        if repositories.claim_refresh_rotation(session, row.digest, now, successor_digest):
             self._parent = RefreshParent(row, refresh_token)
             return view
         # Lost the claim: re-read what the winner (or an earlier request) committed.
@@ -160,7 +165,9 @@ class RefreshTokenGrant(IssuingGrant, grants.RefreshTokenGrant):  # type: ignore
         return successor
 
     def authenticate_user(self, refresh_token: RefreshTokenView) -> User:
-        user = repositories.get_user(current_session(), refresh_token.row.user_id)
+        user = self._user
+        if user is None or user.id != refresh_token.row.user_id:
+            user = repositories.get_user(current_session(), refresh_token.row.user_id)
         if user is None or not user.is_active:
             raise InvalidGrantError("The user of this refresh token is not active.")
         return user

@@ -75,7 +75,7 @@ class RefreshTokens:
             raw = successor_value(parent.raw)
             family_expires_at = parent.row.family_expires_at
             family_id = parent.row.family_id
-        row = RefreshToken(
+        values = dict(
             digest=secret_digest(raw),
             family_id=family_id or uuid.uuid4(),
             parent_digest=parent.row.digest if parent else None,
@@ -94,9 +94,9 @@ class RefreshTokens:
             access_jti=access.jti,
             access_expires_at=datetime.fromtimestamp(access.claims["exp"], UTC),
         )
-        repositories.add_refresh_token(session, row)
-        if parent is not None:
-            repositories.set_refresh_successor(session, parent.row.digest, row.digest)
+        # A parent's successor digest was recorded when it was claimed
+        # (``claim_refresh_rotation``), in the same transaction.
+        repositories.add_refresh_token(session, values)
         return raw
 
     def reattach_access(self, session: Session, row: RefreshToken, access: IssuedToken) -> None:
