@@ -219,11 +219,15 @@ class RateLimiter:
     ) -> list[Any]:
         assert self._script is not None
         for attempt in (1, 2):
-            pipeline = client.pipeline(transaction=False)
-            pipeline.evalsha(self._script.sha, 3, *keys, *args)
-            for command in reads:
-                pipeline.execute_command(*command)
             try:
+                if not reads:
+                    # One command goes without a pipeline object: building it cost about a
+                    # sixth of the round trip's CPU (the token endpoint counts every request).
+                    return [await client.evalsha(self._script.sha, 3, *keys, *args)]
+                pipeline = client.pipeline(transaction=False)
+                pipeline.evalsha(self._script.sha, 3, *keys, *args)
+                for command in reads:
+                    pipeline.execute_command(*command)
                 answers: list[Any] = await pipeline.execute()
                 return answers
             except redis.exceptions.NoScriptError:
