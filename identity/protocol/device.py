@@ -21,12 +21,8 @@ from identity import audit, repositories
 from identity.config import Settings
 from identity.models import Client, DeviceAuthorization, User, secret_digest, utcnow
 from identity.protocol.grants import IssuingGrant, resolve_audience, user_scope, within_grant
-from identity.protocol.server import (
-    IdentityServer,
-    StarletteOAuth2Request,
-    current_session,
-    read_oauth2_request,
-)
+from identity.protocol.requests import StarletteOAuth2Request, read_oauth2_request
+from identity.protocol.server import IdentityServer, current_session
 from identity.protocol.throttle import throttled_for
 from identity.protocol.tokens import Authentication
 from identity.security import request_context

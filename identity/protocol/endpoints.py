@@ -18,7 +18,8 @@ from identity.protocol.refresh import (
     introspect_refresh_token,
     revoke_refresh_token,
 )
-from identity.protocol.server import IdentityServer, StarletteOAuth2Request, current_session
+from identity.protocol.requests import StarletteOAuth2Request
+from identity.protocol.server import IdentityServer, current_session
 from identity.protocol.tokens import InvalidToken, read_access_token
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]

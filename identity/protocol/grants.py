@@ -25,8 +25,9 @@ from identity.models import (
     utcnow,
 )
 from identity.protocol.parameters import error_text
+from identity.protocol.requests import StarletteOAuth2Request
 from identity.protocol.scopes import ACCOUNT_SCOPE, ADMIN_SCOPE, account_audience
-from identity.protocol.server import StarletteOAuth2Request, current_session
+from identity.protocol.server import current_session
 from identity.protocol.tokens import Authentication, IssuedToken
 
 

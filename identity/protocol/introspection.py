@@ -23,7 +23,8 @@ from identity import logs
 from identity.limits import RateLimiter
 from identity.models import Client
 from identity.protocol.endpoints import access_token_introspection, access_token_shown_to
-from identity.protocol.server import IdentityServer, StarletteOAuth2Request
+from identity.protocol.requests import StarletteOAuth2Request
+from identity.protocol.server import IdentityServer
 from identity.protocol.throttle import limit_key, slow_down
 from identity.protocol.tokens import InvalidToken, read_access_token
 

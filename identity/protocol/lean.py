@@ -31,7 +31,8 @@ from identity.protocol.grants import (
     with_account_audience,
     within_grant,
 )
-from identity.protocol.server import IdentityServer, StarletteOAuth2Request, token_issued_row
+from identity.protocol.requests import StarletteOAuth2Request
+from identity.protocol.server import IdentityServer, token_issued_row
 
 GRANT_TYPE = "client_credentials"
 

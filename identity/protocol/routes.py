@@ -16,7 +16,8 @@ from identity.protocol.device import device_authorization
 from identity.protocol.fast_lane import HotRoute
 from identity.protocol.introspection import introspect_in_loop
 from identity.protocol.lean import client_credentials
-from identity.protocol.server import IdentityServer, read_oauth2_request
+from identity.protocol.requests import read_oauth2_request
+from identity.protocol.server import IdentityServer
 from identity.protocol.throttle import throttled_for
 from identity.protocol.userinfo import userinfo
 from identity.security import request_context

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from identity.limits import Decision, RateLimiter
-from identity.protocol.server import StarletteOAuth2Request
+from identity.protocol.requests import StarletteOAuth2Request
 
 
 def limit_key(oauth_request: StarletteOAuth2Request) -> str:

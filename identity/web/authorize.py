@@ -21,8 +21,9 @@ from starlette.routing import BaseRoute, Route
 
 from identity import audit, repositories
 from identity.models import Client, utcnow
+from identity.protocol.requests import StarletteOAuth2Request, read_oauth2_request
 from identity.protocol.scopes import describe_scopes
-from identity.protocol.server import IdentityServer, StarletteOAuth2Request, read_oauth2_request
+from identity.protocol.server import IdentityServer
 from identity.protocol.tokens import Authentication
 from identity.security import request_context
 from identity.web.pages import Visit, message, read_form, redirect, render, transact
