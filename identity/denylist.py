@@ -23,8 +23,6 @@ from identity.loop_redis import LoopRedis
 
 log = logging.getLogger("identity.denylist")
 
-# What ``is_revoked_locally`` asks (the table of ``RevokedToken``).
-_IS_REVOKED = "SELECT 1 FROM revoked_tokens WHERE jti = ?"
 
 # Bounds how long a Redis that silently lost an entry can go unnoticed.
 _MARKER_TTL_SECONDS = 600
@@ -111,8 +109,8 @@ class Denylist:
         there (SQLite: ``Database.read_in_loop``); else None."""
         if self._redis is not None:
             return None  # Redis is the hot path's truth when there is one
-        rows = self._database.read_in_loop(_IS_REVOKED, (jti,))
-        return None if rows is None else bool(rows)
+        rows = self._database.read_in_loop(repositories.IS_TOKEN_REVOKED_SQLITE, (jti,))
+        return None if rows is None else bool(rows[0][0])
 
     async def is_revoked_in_loop(self, jti: str) -> bool | None:
         """``is_revoked`` from the event loop, when Redis or the local database can answer

@@ -54,3 +54,13 @@ def test_redis_down_falls_back_to_the_database(database: Database, redis_prefix:
         denylist.revoke(session, "while-down", _soon())
     assert denylist.is_revoked("while-down") is True
     assert denylist.is_revoked("never-revoked") is False
+
+
+def test_the_embedded_database_answers_in_the_loop_at_once(database: Database) -> None:
+    denylist = Denylist(database, None, "unused:")
+    assert denylist.is_revoked_locally("jti-1") is (False if database.is_sqlite else None)
+    with database.transaction() as session:
+        denylist.revoke(session, "jti-1", _soon())
+    # The loop's own read-only connection sees the commit on its next read.
+    assert denylist.is_revoked_locally("jti-1") is (True if database.is_sqlite else None)
+    assert denylist.is_revoked_locally("jti-2") is (False if database.is_sqlite else None)

@@ -5,21 +5,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import bindparam, delete, exists, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from identity.models import RevokedToken
 from identity.repositories._base import insert_ignoring_duplicates
 
-__all__ = ["add_revoked_token", "is_token_revoked", "live_revoked_tokens", "prune_revoked_tokens"]
+__all__ = [
+    "IS_TOKEN_REVOKED_SQLITE",
+    "add_revoked_token",
+    "is_token_revoked",
+    "live_revoked_tokens",
+    "prune_revoked_tokens",
+]
 
 
 def add_revoked_token(session: Session, jti: str, expires_at: datetime) -> None:
     insert_ignoring_duplicates(session, RevokedToken, {"jti": jti, "expires_at": expires_at})
 
 
+_IS_TOKEN_REVOKED = select(exists().where(RevokedToken.jti == bindparam("jti")))
+# The same query as SQLite text with one positional parameter (the jti), for readers outside
+# SQLAlchemy (``Database.read_in_loop``); it answers one row, (1,) or (0,).
+IS_TOKEN_REVOKED_SQLITE = str(
+    _IS_TOKEN_REVOKED.compile(dialect=sqlite.dialect(), compile_kwargs={"render_postcompile": True})
+)
+
+
 def is_token_revoked(session: Session, jti: str) -> bool:
-    return bool(session.scalar(select(exists().where(RevokedToken.jti == jti))))
+    return bool(session.scalar(_IS_TOKEN_REVOKED, {"jti": jti}))
 
 
 def live_revoked_tokens(session: Session, now: datetime) -> Sequence[tuple[str, datetime]]:
