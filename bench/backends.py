@@ -56,3 +56,11 @@ def delete_redis_prefix(redis_url: str, prefix: str) -> int:
         return len(keys)
     finally:
         client.close()
+
+
+def release(database: PostgresDatabase | None, redis_url: str | None, prefix: str) -> None:
+    """Drop a run's PostgreSQL database and its Redis keys, whichever it had."""
+    if database is not None:
+        database.drop()
+    if redis_url:
+        delete_redis_prefix(redis_url, prefix)

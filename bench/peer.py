@@ -293,10 +293,7 @@ def identity_side(
         finally:
             processes.stop(process)
     finally:
-        if database is not None:
-            database.drop()
-        if redis_url:
-            backends.delete_redis_prefix(redis_url, prefix)
+        backends.release(database, redis_url, prefix)
 
 
 def _record(results: Results, side: str, cells: dict[str, Cell]) -> None:

@@ -124,10 +124,7 @@ def identity_rows(
         finally:
             processes.stop(process)
     finally:
-        if database is not None:
-            database.drop()
-        if redis_url:
-            backends.delete_redis_prefix(redis_url, prefix)
+        backends.release(database, redis_url, prefix)
 
 
 def _keep_logs(workdir: Path, destination: Path | None) -> None:
