@@ -131,6 +131,14 @@ class Settings:
     )
     redis_prefix: str = _setting("identity:", doc="Prefix of every Redis key this server writes")
     keys_dir: Path = _setting(Path("keys"), Path, doc="Folder of the signing keys and manifest")
+    secret_key: str | None = _setting(
+        None,
+        _optional,
+        doc="Keys that encrypt secrets at rest (TOTP seeds), comma-separated, the first "
+        "encrypting; unset: `secret.keys` in the keys folder, made on first start "
+        '(see "Multi-factor authentication and passkeys")',
+        secret=True,
+    )
     keys_reload_seconds: float = _setting(
         10.0, _non_negative_float, doc="How often a running server looks for key changes"
     )

@@ -44,6 +44,8 @@ DEFAULT_LIMITS: dict[str, Limit] = {
     "verify.account_ip": Limit(5, 600),  # code tries per (address, client IP)
     "verify.account": Limit(30, 600),  # code tries per address, from every IP together
     "verify.resend": Limit(5, 3600),  # resend-verification requests per account
+    # Wrong second-factor codes (TOTP and recovery) per account, then blocks that double.
+    "mfa.account": Limit(5, 300),
     # Mail to one address, whatever sends it (the Mailer counts every mail in one place).
     "mail.address": Limit(5, 3600),
     "token.client": Limit(1200, 60),  # token endpoint per client_id

@@ -46,6 +46,9 @@ SUBJECTS: dict[str, str] = {
     "password_changed": "Your password was changed",
     "email_change_confirm": "Confirm your new email address",
     "email_change_notice": "Your email address is being changed",
+    "second_factor_added": "A second factor was added to your account",
+    "second_factor_removed": "A second factor was removed from your account",
+    "recovery_code_used": "A recovery code was used to sign in to your account",
 }
 
 # Mails anyone can have sent to any address (by typing it into a form): they carry no text
@@ -57,7 +60,15 @@ OPEN_TEMPLATES = frozenset(
 # Notices of a change to an account, sent to its own address by someone holding its
 # password or mailbox. They count against the cap but are never dropped: whoever filled the
 # cap with the mails above could otherwise hide a password or email change from the owner.
-NOTICES = frozenset({"password_changed", "email_change_notice"})
+NOTICES = frozenset(
+    {
+        "password_changed",
+        "email_change_notice",
+        "second_factor_added",
+        "second_factor_removed",
+        "recovery_code_used",
+    }
+)
 # Every mail to one address counts against this named limiter (identity.limits).
 MAIL_CAP = "mail.address"
 

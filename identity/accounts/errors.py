@@ -77,6 +77,15 @@ class InvalidCode(AccountError):
     code = "invalid_code"
 
 
+class ReauthenticationRequired(AccountError):
+    """The change needs a recent sign-in: type the password again (or sign in again)."""
+
+    code = "reauthentication_required"
+
+    def __init__(self) -> None:
+        super().__init__("Confirm it's you: enter your password again.")
+
+
 class InvalidLink(AccountError):
     """The link (its token) is dead; ``fields`` are the faults of the other fields sent with
     it, told too so that the try with a new link does not fail on them."""

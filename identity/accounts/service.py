@@ -42,6 +42,7 @@ from identity.loop_redis import LoopRedis
 from identity.mail import Mailer
 from identity.models import User, VerificationChallenge, utcnow
 from identity.rendering import TEMPLATES_DIR
+from identity.secret_box import SecretBox, SecretBoxError
 from identity.token_families import TokenFamilies
 
 
@@ -58,6 +59,8 @@ class Accounts:
     families: TokenFamilies
     # Codes and links mailed for verification, password reset and email change.
     emailed_secrets: EmailedSecrets
+    # Seals the secrets that must be read back (TOTP seeds); identity.secret_box.
+    secret_box: SecretBox
     # Every expiry the rules check reads this one clock (the emailed secrets share it).
     clock: Callable[[], datetime] = utcnow
 
@@ -76,6 +79,10 @@ class Accounts:
             limits = {**DEFAULT_LIMITS, **parse_overrides(settings.rate_limits)}
         except ValueError as error:
             raise SettingsError(f"IDENTITY_RATE_LIMITS: {error}") from None
+        try:
+            secret_box = SecretBox.from_sources(settings.secret_key, settings.keys_dir)
+        except SecretBoxError as error:
+            raise SettingsError(f"IDENTITY_SECRET_KEY: {error}") from None
         limiter = RateLimiter(limits, redis_client, settings.redis_prefix, loop_redis=loop_redis)
         # The mailer counts every mail against its address's cap, whichever flow sends it.
         mailer = Mailer(settings, TEMPLATES_DIR, limiter)
@@ -89,6 +96,7 @@ class Accounts:
             limiter=limiter,
             families=families,
             emailed_secrets=EmailedSecrets(settings, mailer, clock),
+            secret_box=secret_box,
             clock=clock,
         )
 

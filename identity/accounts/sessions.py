@@ -24,6 +24,9 @@ _ANONYMOUS_LIFETIME = timedelta(hours=1)
 # counts towards signing it in when the address is verified in it.
 _TYPED_PASSWORD = "typed_password"  # noqa: S105 - a key of the session data, no secret
 _TYPED_PASSWORD_LIFETIME = timedelta(hours=1)
+# A sign-in that passed its password waits this long for its second factor.
+_SECOND_FACTOR = "second_factor"
+SECOND_FACTOR_WAIT = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,42 @@ def start_verified(
     metrics.count_login("succeeded")
     cookie, row = start_authenticated(session, browser, user.id, now, policy, context, ["pwd"])
     return cookie, row, str(typed.get("next") or "")
+
+
+@dataclass(frozen=True)
+class PendingSignIn:
+    """A sign-in whose password was right and whose second factor is still to come."""
+
+    user_id: uuid.UUID
+    amr: list[str]
+    next_path: str
+
+
+def await_second_factor(
+    browser: BrowserSession, user_id: uuid.UUID, now: datetime, amr: list[str], next_path: str
+) -> None:
+    """Keep a half-done sign-in in ``browser``'s server-side data, for ``SECOND_FACTOR_WAIT``:
+    only this browser can finish it, and only with the second factor."""
+    record = {"user": str(user_id), "at": now.timestamp(), "amr": amr, "next": next_path}
+    browser.data = {**browser.data, _SECOND_FACTOR: record}
+
+
+def pending_sign_in(browser: BrowserSession | None, now: datetime) -> PendingSignIn | None:
+    """The half-done sign-in ``browser`` holds, unless it is older than five minutes."""
+    record = browser.data.get(_SECOND_FACTOR) if browser is not None else None
+    if not isinstance(record, dict):
+        return None
+    if now.timestamp() - float(record.get("at", 0)) > SECOND_FACTOR_WAIT.total_seconds():
+        return None
+    try:
+        user_id = uuid.UUID(str(record.get("user")))
+    except ValueError:
+        return None
+    return PendingSignIn(user_id, list(record.get("amr") or ["pwd"]), str(record.get("next") or ""))
+
+
+def forget_pending_sign_in(browser: BrowserSession) -> None:
+    browser.data = {k: v for k, v in browser.data.items() if k != _SECOND_FACTOR}
 
 
 def end(session: Session, row: BrowserSession) -> None:

@@ -7,6 +7,7 @@ from identity.repositories.cache_generations import *  # noqa: F403
 from identity.repositories.clients import *  # noqa: F403
 from identity.repositories.device_authorizations import *  # noqa: F403
 from identity.repositories.emailed_secrets import *  # noqa: F403
+from identity.repositories.factors import *  # noqa: F403
 from identity.repositories.grants import *  # noqa: F403
 from identity.repositories.outbox import *  # noqa: F403
 from identity.repositories.refresh_tokens import *  # noqa: F403

@@ -1,0 +1,393 @@
+"""Second factors: authenticator apps (TOTP, RFC 6238) and recovery codes, and how a
+sign-in's methods (``amr``, RFC 8176) name the assurance a token carries (``acr``).
+
+The hosted pages, the JSON API, the password grant and the CLI all call these; every rule
+(replay, drift, the limiter, encryption at rest, single-use codes) lives here once.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+import pyotp
+import segno
+from sqlalchemy.orm import Session
+
+from identity import audit, repositories
+from identity.accounts.errors import (
+    InvalidCode,
+    InvalidInput,
+    ReauthenticationRequired,
+    Throttled,
+)
+from identity.accounts.passwords import PasswordHasher
+from identity.accounts.service import Accounts
+from identity.audit import RequestContext
+from identity.mail import PRODUCT
+from identity.models import TotpFactor, User
+
+LOA_ONE_FACTOR = "urn:identity:loa:1"
+LOA_MULTI_FACTOR = "urn:identity:loa:2"
+ACR_VALUES = (LOA_ONE_FACTOR, LOA_MULTI_FACTOR)
+# How long a sign-in counts as recent, for removing a factor or regenerating codes; also
+# how long a password-verified sign-in waits for its second factor.
+RECENT = timedelta(minutes=5)
+LIMITER = "mfa.account"
+
+_PERIOD = 30
+_DRIFT_STEPS = 1  # ±1 step: a phone clock 30 s off still works
+_RECOVERY_CODES = 10
+# Lower-case letters and digits without the look-alikes 0/o, 1/l/i.
+_RECOVERY_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
+_RECOVERY_SHAPE = re.compile(r"[a-z0-9]{10}")
+_CODE_SHAPE = re.compile(r"[0-9]{6}")
+
+
+def acr_of(amr: Iterable[str]) -> str:
+    """The ``acr`` of a sign-in with these methods: two factors make level 2."""
+    return LOA_MULTI_FACTOR if "mfa" in amr else LOA_ONE_FACTOR
+
+
+def with_factor(amr: Sequence[str], method: str) -> list[str]:
+    """The methods of a sign-in after a second factor ``method`` (``otp``, ``hwk``) was used
+    on top of ``amr``: RFC 8176 adds ``mfa`` once two factors are in."""
+    methods = [m for m in amr if m != "mfa"] or ["pwd"]
+    if method not in methods:
+        methods.append(method)
+    return [*methods, "mfa"]
+
+
+@dataclass(frozen=True)
+class TotpSetup:
+    """What an authenticator app needs: the seed and the ``otpauth://`` URI that holds it."""
+
+    secret: str
+    uri: str
+
+    def qr_svg(self) -> str:
+        """The URI as a QR code, an inline SVG drawn here (no external service)."""
+        return str(segno.make(self.uri, error="m").svg_inline(scale=4, border=2))
+
+
+@dataclass(frozen=True)
+class FactorSummary:
+    """What second factors an account has, as the account page and the API show them."""
+
+    totp_added_at: datetime | None
+    totp_last_used_at: datetime | None
+    recovery_codes_left: int
+
+    @property
+    def totp(self) -> bool:
+        return self.totp_added_at is not None
+
+    @property
+    def any(self) -> bool:
+        return self.totp
+
+
+def summary(session: Session, user: User) -> FactorSummary:
+    """The account's confirmed factors."""
+    factor = repositories.get_totp_factor(session, user.id)
+    confirmed = factor is not None and factor.confirmed_at is not None
+    return FactorSummary(
+        totp_added_at=factor.confirmed_at if confirmed and factor else None,
+        totp_last_used_at=factor.last_used_at if confirmed and factor else None,
+        recovery_codes_left=repositories.count_unused_recovery_codes(session, user.id),
+    )
+
+
+def has_second_factor(session: Session, user: User) -> bool:
+    """True when a sign-in to this account must also show a second factor."""
+    factor = repositories.get_totp_factor(session, user.id)
+    return factor is not None and factor.confirmed_at is not None
+
+
+# -- authenticator apps --------------------------------------------------------------------
+
+
+def _setup(accounts: Accounts, user: User, secret: str) -> TotpSetup:
+    site = urlsplit(accounts.settings.issuer).hostname or PRODUCT
+    issuer = PRODUCT if site in {"localhost", "127.0.0.1", "::1"} else f"{PRODUCT} ({site})"
+    uri = pyotp.TOTP(secret, interval=_PERIOD).provisioning_uri(name=user.email, issuer_name=issuer)
+    return TotpSetup(secret, uri)
+
+
+def begin_totp(accounts: Accounts, session: Session, user: User) -> TotpSetup:
+    """A new, unconfirmed authenticator app (or the one already waiting for its first code).
+    InvalidInput when the account already has one: remove it first."""
+    factor = repositories.get_totp_factor(session, user.id)
+    if factor is not None and factor.confirmed_at is not None:
+        raise InvalidInput({"code": "An authenticator app is already set up. Remove it first."})
+    if factor is not None:
+        return _setup(accounts, user, accounts.secret_box.open(factor.secret_sealed))
+    secret = pyotp.random_base32()  # 160 bits, RFC 4226's recommended length
+    repositories.put_totp_factor(
+        session,
+        TotpFactor(
+            user_id=user.id,
+            secret_sealed=accounts.secret_box.seal(secret),
+            created_at=accounts.now(),
+        ),
+    )
+    return _setup(accounts, user, secret)
+
+
+def pending_totp(accounts: Accounts, session: Session, user: User) -> TotpSetup | None:
+    """The authenticator app waiting for its first code, if one is."""
+    factor = repositories.get_totp_factor(session, user.id)
+    if factor is None or factor.confirmed_at is not None:
+        return None
+    return _setup(accounts, user, accounts.secret_box.open(factor.secret_sealed))
+
+
+def confirm_totp(
+    accounts: Accounts, session: Session, user: User, code: str, context: RequestContext
+) -> list[str]:
+    """Turn the waiting authenticator app on with its first code. Returns the recovery codes
+    made with the account's first factor (to show once), or [] when it already has some."""
+    factor = repositories.get_totp_factor(session, user.id)
+    if factor is None or factor.confirmed_at is not None:
+        raise InvalidCode("Start the setup again: there is no authenticator app waiting.")
+    _check_code(accounts, session, user, factor, code, context)
+    factor.confirmed_at = accounts.now()
+    audit.record(
+        session, "mfa.added", context=context, subject=str(user.id), detail={"factor": "totp"}
+    )
+    _notify(accounts, session, user, "second_factor_added")
+    if repositories.count_unused_recovery_codes(session, user.id):
+        return []
+    return _new_recovery_codes(accounts, session, user)
+
+
+def check_totp(
+    accounts: Accounts, session: Session, user: User, code: str, context: RequestContext
+) -> None:
+    """Accept a code of the account's authenticator app as a second factor, or refuse it
+    (InvalidCode, Throttled). Each code works once."""
+    factor = repositories.get_totp_factor(session, user.id)
+    if factor is None or factor.confirmed_at is None:
+        _refuse(accounts, user, "no_factor", context)
+    assert factor is not None
+    _check_code(accounts, session, user, factor, code, context)
+    audit.record(
+        session, "mfa.used", context=context, subject=str(user.id), detail={"factor": "totp"}
+    )
+
+
+def _check_code(
+    accounts: Accounts,
+    session: Session,
+    user: User,
+    factor: TotpFactor,
+    code: str,
+    context: RequestContext,
+) -> None:
+    _check_limiter(accounts, user, context)
+    code = re.sub(r"\s", "", code)
+    secret = accounts.secret_box.open(factor.secret_sealed)
+    step = _matching_step(secret, code, accounts.now()) if _CODE_SHAPE.fullmatch(code) else None
+    if step is None:
+        _refuse(accounts, user, "wrong_code", context)
+    assert step is not None
+    # The step is remembered, so the same code (or an older one) never works again.
+    if factor.last_step is not None and step <= factor.last_step:
+        _refuse(accounts, user, "replayed_code", context)
+    # A request racing this one with the same code read the same row: the UPDATE is
+    # conditional, so one wins. The loser's audit row is skipped: on SQLite its transaction
+    # holds the write lock that a row of its own would wait for.
+    if not repositories.use_totp_step(session, user.id, step, accounts.now()):
+        _refuse(accounts, user, "replayed_code", context, record=False)
+    if not accounts.secret_box.sealed_with_first_key(factor.secret_sealed):
+        factor.secret_sealed = accounts.secret_box.seal(secret)  # a rotated key takes over
+    accounts.limiter.reset(LIMITER, str(user.id))
+
+
+def _matching_step(secret: str, code: str, now: datetime) -> int | None:
+    totp = pyotp.TOTP(secret, interval=_PERIOD)
+    current = totp.timecode(now)
+    for step in range(current - _DRIFT_STEPS, current + _DRIFT_STEPS + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
+
+
+def remove_totp(accounts: Accounts, session: Session, user: User, context: RequestContext) -> bool:
+    """Remove the account's authenticator app (the caller checked for a recent sign-in).
+    With it go the recovery codes: they stand in for a factor the account no longer has."""
+    factor = repositories.get_totp_factor(session, user.id)
+    if factor is None:
+        return False
+    repositories.delete_totp_factor(session, user.id)
+    if factor.confirmed_at is None:
+        return True  # a setup never finished: nothing to tell
+    repositories.delete_recovery_codes(session, user.id)
+    audit.record(
+        session, "mfa.removed", context=context, subject=str(user.id), detail={"factor": "totp"}
+    )
+    _notify(accounts, session, user, "second_factor_removed")
+    return True
+
+
+def reset(
+    accounts: Accounts, session: Session, user: User, context: RequestContext, actor: str
+) -> None:
+    """An operator's reset: every factor and recovery code of the account goes."""
+    repositories.delete_totp_factor(session, user.id)
+    repositories.delete_recovery_codes(session, user.id)
+    audit.record(session, "mfa.reset", context=context, actor=actor, subject=str(user.id))
+    _notify(accounts, session, user, "second_factor_removed")
+
+
+# -- recovery codes ------------------------------------------------------------------------
+
+
+def regenerate_recovery_codes(
+    accounts: Accounts, session: Session, user: User, context: RequestContext
+) -> list[str]:
+    """A new set of recovery codes; the old set stops working."""
+    if not has_second_factor(session, user):
+        raise InvalidInput({"recovery_codes": "Set up a second factor first."})
+    codes = _new_recovery_codes(accounts, session, user)
+    audit.record(session, "mfa.recovery_codes_regenerated", context=context, subject=str(user.id))
+    return codes
+
+
+def _new_recovery_codes(accounts: Accounts, session: Session, user: User) -> list[str]:
+    repositories.delete_recovery_codes(session, user.id)
+    raw = [
+        "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(10))
+        for _ in range(_RECOVERY_CODES)
+    ]
+    hasher = _recovery_hasher(accounts)
+    repositories.add_recovery_codes(
+        session, user.id, [hasher.hash(code) for code in raw], accounts.now()
+    )
+    return [f"{code[:5]}-{code[5:]}" for code in raw]
+
+
+def use_recovery_code(
+    accounts: Accounts, session: Session, user: User, code: str, context: RequestContext
+) -> None:
+    """Accept one unused recovery code (with or without its dash and spaces) in place of the
+    second factor; it never works again. Wrong ones count in the same limiter as TOTP codes."""
+    _check_limiter(accounts, user, context)
+    typed = re.sub(r"[\s\-]", "", code).lower()
+    hasher = _recovery_hasher(accounts)
+    match = None
+    if _RECOVERY_SHAPE.fullmatch(typed):
+        for row in repositories.unused_recovery_codes(session, user.id):
+            if hasher.verify(row.code_hash, typed):
+                match = row
+                break
+    if match is None:
+        _refuse(accounts, user, "wrong_recovery_code", context)
+    assert match is not None
+    if not repositories.use_recovery_code(session, match.id, accounts.now()):
+        _refuse(accounts, user, "wrong_recovery_code", context, record=False)  # a race lost
+    assert match is not None
+    accounts.limiter.reset(LIMITER, str(user.id))
+    left = repositories.count_unused_recovery_codes(session, user.id)
+    audit.record(
+        session,
+        "mfa.recovery_code_used",
+        context=context,
+        subject=str(user.id),
+        detail={"left": left},
+    )
+    _notify(accounts, session, user, "recovery_code_used", left=left)
+
+
+def _recovery_hasher(accounts: Accounts) -> PasswordHasher:
+    # OWASP's smallest argon2id setting (19 MiB, 2 passes) at most: the codes are ~50-bit
+    # random values, and a use may try up to ten hashes. Lower settings (tests) stay lower.
+    settings = accounts.settings
+    return PasswordHasher(
+        min(settings.argon2_time_cost, 2), min(settings.argon2_memory_kib, 19456), 1
+    )
+
+
+def check_recent(
+    accounts: Accounts,
+    user: User,
+    authenticated_at: datetime | None,
+    password: str | None,
+    context: RequestContext,
+) -> None:
+    """Removing a factor or making new recovery codes needs a sign-in (or a factor used)
+    within the last five minutes, or the password typed again now (ReauthenticationRequired,
+    InvalidInput on ``password``, Throttled)."""
+    if authenticated_at is not None and accounts.now() - authenticated_at <= RECENT:
+        return
+    if not password:
+        raise ReauthenticationRequired()
+    blocked = accounts.limiter.peek("login.account", user.email)
+    if blocked is not None and not blocked.allowed:
+        raise Throttled(blocked.retry_after)
+    if (
+        len(password) > 1024
+        or user.password_hash is None
+        or not accounts.hasher.verify(user.password_hash, password)
+    ):
+        accounts.limiter.hit("login.account", user.email)
+        with accounts.database.transaction() as own:
+            audit.record(
+                own,
+                "reauthentication.failed",
+                context=context,
+                outcome="failure",
+                subject=str(user.id),
+            )
+        raise InvalidInput({"password": "That password is wrong."})
+
+
+# -- shared --------------------------------------------------------------------------------
+
+
+def _check_limiter(accounts: Accounts, user: User, context: RequestContext) -> None:
+    """Refuse before comparing when the account's wrong codes are over the limit; another
+    try while blocked makes the block longer (progressive)."""
+    blocked = accounts.limiter.peek(LIMITER, str(user.id))
+    if blocked is not None and not blocked.allowed:
+        decision = accounts.limiter.hit(LIMITER, str(user.id))
+        _record_apart(accounts, "mfa.throttled", user, context, {})
+        raise Throttled(max(decision.retry_after, blocked.retry_after))
+
+
+def _refuse(
+    accounts: Accounts, user: User, reason: str, context: RequestContext, *, record: bool = True
+) -> None:
+    accounts.limiter.hit(LIMITER, str(user.id))
+    if record:
+        _record_apart(accounts, "mfa.failed", user, context, {"reason": reason})
+    raise InvalidCode("That code is wrong or was already used.")
+
+
+def _record_apart(
+    accounts: Accounts, kind: str, user: User, context: RequestContext, detail: dict[str, object]
+) -> None:
+    # Its own transaction: the caller's rolls back with the refusal.
+    with accounts.database.transaction() as own:
+        audit.record(
+            own, kind, context=context, outcome="failure", subject=str(user.id), detail=detail
+        )
+
+
+def _notify(
+    accounts: Accounts, session: Session, user: User, template: str, **extra: object
+) -> None:
+    accounts.mailer.enqueue(
+        session,
+        user.email,
+        template,
+        name=user.name,
+        account_link=f"{accounts.settings.issuer}/account",
+        reset_link=f"{accounts.settings.issuer}/forgot-password",
+        **extra,
+    )
