@@ -49,6 +49,7 @@ from identity.web.device import device_routes
 from identity.web.end_session import end_session_routes
 from identity.web.signin import signin_routes
 from identity.web.signup import signup_routes
+from identity.web.two_factor import two_factor_routes
 
 log = logging.getLogger("identity")
 
@@ -242,6 +243,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *authorize_routes(),
         *end_session_routes(),
         *signin_routes(),
+        *two_factor_routes(),
         *signup_routes(),
         *account_routes(),
         *device_routes(),

@@ -48,6 +48,24 @@ CONTEXTS: dict[str, dict[str, Any]] = {
         "new_email": "ada@new.example",
     },
     "email_change_notice": {"name": "Ada", "new_email": "ada@new.example"},
+    # The second-factor notices (identity.accounts.factors.notify_owner).
+    "second_factor_added": {
+        "name": "Ada",
+        "factor": "passkey",
+        "reset_link": f"{ISSUER}/forgot-password",
+    },
+    "second_factor_removed": {
+        "name": "Ada",
+        "factor": "all",
+        "reset_link": f"{ISSUER}/forgot-password",
+    },
+    "recovery_code_used": {
+        "name": "Ada",
+        "factor": "totp",
+        "left": 9,
+        "account_link": f"{ISSUER}/account",
+        "reset_link": f"{ISSUER}/forgot-password",
+    },
 }
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import re
 import time
 from typing import Any
+from urllib.parse import urlencode
 
+import pyotp
 from starlette.testclient import TestClient
 
 from .conftest import MailSink, remember_secret
@@ -75,3 +78,48 @@ def registered(browser: Browser, sink: MailSink, email: str, password: str = PAS
     assert browser.signup(email, password).status_code == 303
     verified = browser.verify(email, code_from(sink, email))
     assert verified.status_code == 303 and verified.headers["location"] == "/account"
+
+
+# -- second factors ------------------------------------------------------------------------
+
+_OTPAUTH = re.compile(r'value="(otpauth://totp/[^"]+)"')
+_RECOVERY_CODE = re.compile(r"<code>([a-z0-9]{5}-[a-z0-9]{5})</code>")
+
+
+def authenticator_of(page: str) -> pyotp.TOTP:
+    """The authenticator app a setup page's ``otpauth://`` URI describes."""
+    match = _OTPAUTH.search(page)
+    assert match, "the page has no otpauth:// URI"
+    totp = pyotp.parse_uri(html.unescape(match.group(1)))
+    assert isinstance(totp, pyotp.TOTP)
+    return totp
+
+
+def totp_code(totp: pyotp.TOTP, steps: int = 0) -> str:
+    """The app's code ``steps`` 30-second steps from now: each step's code works once, and
+    the server accepts one step either side, so a test can use up to three (-1, 0, +1)."""
+    return totp.at(time.time() + 30 * steps)
+
+
+def recovery_codes_in(page: str) -> list[str]:
+    codes = _RECOVERY_CODE.findall(page)
+    for code in codes:
+        remember_secret(code)
+    return codes
+
+
+def set_up_authenticator(browser: Browser, next: str = "") -> tuple[pyotp.TOTP, list[str]]:
+    """Turn on an authenticator app from the setup page with the code of the step before
+    this one (leaving this step's and the next one's for the test); returns the app and the
+    recovery codes the page shows."""
+    query = "?" + urlencode({"next": next}) if next else ""
+    page = browser.http.get(f"/account/two-factor/setup{query}")
+    assert page.status_code == 200, page.text
+    totp = authenticator_of(page.text)
+    done = browser.http.post(
+        "/account/two-factor/setup",
+        data={"csrf_token": csrf_of(page.text), "code": totp_code(totp, -1), "next": next},
+        follow_redirects=False,
+    )
+    assert done.status_code == 200, done.text
+    return totp, recovery_codes_in(done.text)

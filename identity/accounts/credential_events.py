@@ -13,7 +13,9 @@ email change confirmed | all but   | all                | -            | all   |
 signed out everywhere  | all       | all                | cancelled    | -     | -
 user disabled/deleted  | all       | all, for good      | cancelled    | all   | all
 
-Ending a refresh family puts its live access tokens on the denylist too.
+Ending a refresh family puts its live access tokens on the denylist too. Every event also
+ends the sign-ins still waiting for their second factor (the password grant's mfa_tokens):
+they are sessions not yet started.
 (A reset spends its own link before this runs, so "all" reset links are the others.)
 """
 
@@ -30,6 +32,10 @@ from identity.accounts.emailed_secrets import EMAIL_CHANGE, PASSWORD_RESET, Emai
 from identity.audit import RequestContext
 from identity.models import User, utcnow
 from identity.token_families import TokenFamilies
+
+# The purpose of the one-time tokens that carry a sign-in from its password to its second
+# factor (the password grant's ``mfa_token``).
+MFA_PENDING = "mfa"
 
 
 class Scope(enum.Enum):
@@ -101,6 +107,7 @@ class CredentialEvents:
     ) -> None:
         """End what ``event`` ends for ``user``, in the caller's transaction."""
         ends, current = RULES[event], current or Current()
+        repositories.delete_one_time_tokens(session, user.id, MFA_PENDING)
         if ends.sessions is Scope.ALL:
             repositories.delete_user_sessions(session, user.id)
         elif ends.sessions is Scope.ALL_BUT_CURRENT:

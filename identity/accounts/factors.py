@@ -82,6 +82,7 @@ class FactorSummary:
     totp_added_at: datetime | None
     totp_last_used_at: datetime | None
     recovery_codes_left: int
+    passkeys: int = 0
 
     @property
     def totp(self) -> bool:
@@ -89,7 +90,7 @@ class FactorSummary:
 
     @property
     def any(self) -> bool:
-        return self.totp
+        return self.totp or self.passkeys > 0
 
 
 def summary(session: Session, user: User) -> FactorSummary:
@@ -100,11 +101,22 @@ def summary(session: Session, user: User) -> FactorSummary:
         totp_added_at=factor.confirmed_at if confirmed and factor else None,
         totp_last_used_at=factor.last_used_at if confirmed and factor else None,
         recovery_codes_left=repositories.count_unused_recovery_codes(session, user.id),
+        passkeys=repositories.count_passkeys(session, user.id),
     )
 
 
 def has_second_factor(session: Session, user: User) -> bool:
-    """True when a sign-in to this account must also show a second factor."""
+    """True when a sign-in to this account must also show a second factor: a confirmed
+    authenticator app or a passkey (one with user verification is two factors by itself,
+    and after a password it is the second)."""
+    if repositories.count_passkeys(session, user.id):
+        return True
+    factor = repositories.get_totp_factor(session, user.id)
+    return factor is not None and factor.confirmed_at is not None
+
+
+def has_totp(session: Session, user: User) -> bool:
+    """True when the account's authenticator app is on (its codes can be asked for)."""
     factor = repositories.get_totp_factor(session, user.id)
     return factor is not None and factor.confirmed_at is not None
 
@@ -160,7 +172,7 @@ def confirm_totp(
     audit.record(
         session, "mfa.added", context=context, subject=str(user.id), detail={"factor": "totp"}
     )
-    _notify(accounts, session, user, "second_factor_added")
+    notify_owner(accounts, session, user, "second_factor_added")
     if repositories.count_unused_recovery_codes(session, user.id):
         return []
     return _new_recovery_codes(accounts, session, user)
@@ -220,29 +232,33 @@ def _matching_step(secret: str, code: str, now: datetime) -> int | None:
 
 def remove_totp(accounts: Accounts, session: Session, user: User, context: RequestContext) -> bool:
     """Remove the account's authenticator app (the caller checked for a recent sign-in).
-    With it go the recovery codes: they stand in for a factor the account no longer has."""
+    When it was the last factor the recovery codes go too: they stand in for a second factor
+    the account no longer has."""
     factor = repositories.get_totp_factor(session, user.id)
     if factor is None:
         return False
     repositories.delete_totp_factor(session, user.id)
     if factor.confirmed_at is None:
         return True  # a setup never finished: nothing to tell
-    repositories.delete_recovery_codes(session, user.id)
+    if not has_second_factor(session, user):
+        repositories.delete_recovery_codes(session, user.id)
     audit.record(
         session, "mfa.removed", context=context, subject=str(user.id), detail={"factor": "totp"}
     )
-    _notify(accounts, session, user, "second_factor_removed")
+    notify_owner(accounts, session, user, "second_factor_removed")
     return True
 
 
 def reset(
     accounts: Accounts, session: Session, user: User, context: RequestContext, actor: str
 ) -> None:
-    """An operator's reset: every factor and recovery code of the account goes."""
+    """An operator's reset: every factor (authenticator app, passkeys) and recovery code of
+    the account goes."""
     repositories.delete_totp_factor(session, user.id)
+    repositories.delete_passkeys(session, user.id)
     repositories.delete_recovery_codes(session, user.id)
     audit.record(session, "mfa.reset", context=context, actor=actor, subject=str(user.id))
-    _notify(accounts, session, user, "second_factor_removed")
+    notify_owner(accounts, session, user, "second_factor_removed", factor="all")
 
 
 # -- recovery codes ------------------------------------------------------------------------
@@ -301,7 +317,7 @@ def use_recovery_code(
         subject=str(user.id),
         detail={"left": left},
     )
-    _notify(accounts, session, user, "recovery_code_used", left=left)
+    notify_owner(accounts, session, user, "recovery_code_used", left=left)
 
 
 def _recovery_hasher(accounts: Accounts) -> PasswordHasher:
@@ -379,9 +395,17 @@ def _record_apart(
         )
 
 
-def _notify(
-    accounts: Accounts, session: Session, user: User, template: str, **extra: object
+def notify_owner(
+    accounts: Accounts,
+    session: Session,
+    user: User,
+    template: str,
+    *,
+    factor: str = "totp",
+    **extra: object,
 ) -> None:
+    """Mail the account's own address about a change of its factors (``factor`` names which:
+    ``totp``, ``passkey`` or ``all``)."""
     accounts.mailer.enqueue(
         session,
         user.email,
@@ -389,5 +413,6 @@ def _notify(
         name=user.name,
         account_link=f"{accounts.settings.issuer}/account",
         reset_link=f"{accounts.settings.issuer}/forgot-password",
+        factor=factor,
         **extra,
     )

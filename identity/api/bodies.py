@@ -81,6 +81,18 @@ class LogoutRequest(RequestBody):
     refresh_token: Token | None = None
 
 
+class ConfirmTotpRequest(RequestBody):
+    """The app's current 6-digit code, which turns it on."""
+
+    code: Code
+
+
+class ReauthenticateRequest(RequestBody):
+    """The password, needed unless the access token's sign-in (``auth_time``) is recent."""
+
+    password: Password | None = None
+
+
 class EventsQuery(BaseModel):
     """Query parameters of ``GET /api/v1/me/events`` (strings in the URL, so not strict)."""
 
@@ -127,6 +139,45 @@ class Me(BaseModel):
     name: str
     email_verified: bool
     created_at: datetime
+
+
+class TotpStatus(BaseModel):
+    enabled: bool
+    added_at: datetime | None
+    last_used_at: datetime | None
+
+
+class RecoveryCodesStatus(BaseModel):
+    remaining: int
+
+
+class Passkey(BaseModel):
+    id: str
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class SecondFactors(BaseModel):
+    """The account's second factors; ``passkeys`` stays empty until passkeys are supported."""
+
+    totp: TotpStatus
+    recovery_codes: RecoveryCodesStatus
+    passkeys: list[Passkey]
+
+
+class TotpSetup(BaseModel):
+    """The seed for an authenticator app, and the ``otpauth://`` URI (for a QR code) that
+    holds it; the app is on once a code of it is confirmed."""
+
+    secret: str
+    otpauth_uri: str
+
+
+class RecoveryCodes(BaseModel):
+    """Shown once: each code signs in once in place of the second factor."""
+
+    recovery_codes: list[str]
 
 
 class AccountSession(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -42,6 +43,18 @@ class ApiCall:
     def me(self) -> User:
         assert self.user is not None, "the operation is not bearer-authenticated"
         return self.user
+
+    @property
+    def authenticated_at(self) -> datetime | None:
+        """When the user behind the access token signed in (its ``auth_time``), if it says."""
+        auth_time = self.claims.get("auth_time")
+        # bool is an int too; our tokens carry whole seconds since the epoch.
+        if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
+            return None
+        try:
+            return datetime.fromtimestamp(auth_time, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,16 @@ from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from identity.accounts.errors import InvalidCode, InvalidInput, InvalidLink, Throttled
+from identity.accounts.errors import (
+    InvalidCode,
+    InvalidInput,
+    InvalidLink,
+    ReauthenticationRequired,
+    Throttled,
+)
+from identity.accounts.factors import RECENT
 
+_RECENT_MINUTES = int(RECENT.total_seconds()) // 60
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 URN = "urn:identity:problem:"
 INVALID_INPUT = URN + "invalid-input"
@@ -21,6 +29,7 @@ INVALID_CODE = URN + "invalid-code"
 INVALID_LINK = URN + "invalid-link"
 INVALID_TOKEN = URN + "invalid-token"
 INSUFFICIENT_SCOPE = URN + "insufficient-scope"
+REAUTHENTICATION_REQUIRED = URN + "reauthentication-required"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 # pydantic's wording where ours says more (no message ever echoes the input).
@@ -107,6 +116,8 @@ def from_account_error(error: Exception, fields: Mapping[str, str] | None = None
         return Problem(429, str(error), headers={"Retry-After": str(max(1, error.retry_after))})
     if isinstance(error, InvalidCode):
         return Problem(400, str(error), type=INVALID_CODE, title="Invalid code")
+    if isinstance(error, ReauthenticationRequired):
+        return reauthentication_required()
     if isinstance(error, InvalidLink):
         # Every link token the API takes is the body's ``token``; the other fields' faults
         # come along so the try with a new link does not fail on them.
@@ -115,6 +126,30 @@ def from_account_error(error: Exception, fields: Mapping[str, str] | None = None
             400, str(error), type=INVALID_LINK, title="Invalid or expired token", errors=errors
         )
     raise error
+
+
+def invalid_code(error: InvalidCode, field: str) -> Problem:
+    """A wrong, used or expired code, told on the body's field ``field`` too."""
+    return Problem(
+        400, str(error), type=INVALID_CODE, title="Invalid code", errors={field: str(error)}
+    )
+
+
+def reauthentication_required() -> Problem:
+    """403: the change needs a recent sign-in, or the password sent with it."""
+    return Problem(
+        403,
+        f"This change needs a sign-in within the last {_RECENT_MINUTES} minutes: send your "
+        "password as `password`, or sign in again.",
+        type=REAUTHENTICATION_REQUIRED,
+        title="Reauthentication required",
+        errors={"password": "Enter your password to confirm it's you."},
+    )
+
+
+def conflict(detail: str, type: str, title: str) -> Problem:
+    """409: the account is not in the state the operation needs."""
+    return Problem(409, detail, type=URN + type, title=title)
 
 
 def malformed_body(detail: str = "The body is not valid JSON.") -> Problem:

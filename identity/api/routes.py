@@ -33,6 +33,7 @@ from identity.accounts.service import Accounts
 from identity.api import accounts as api_accounts
 from identity.api import admin as api_admin
 from identity.api import me as api_me
+from identity.api import me_mfa as api_mfa
 from identity.api.bodies import (
     AccountConsents,
     AccountEvents,
@@ -41,12 +42,17 @@ from identity.api.bodies import (
     AdminAuditEvents,
     AdminAuditQuery,
     ChangePasswordRequest,
+    ConfirmTotpRequest,
     EmailRequest,
     EventsQuery,
     LogoutRequest,
     Me,
+    ReauthenticateRequest,
+    RecoveryCodes,
     RegisterRequest,
     ResetPasswordRequest,
+    SecondFactors,
+    TotpSetup,
     UpdateMeRequest,
     VerifyEmailRequest,
 )
@@ -178,6 +184,31 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET", f"{PREFIX}/me/events", "The user's own security events, oldest first",
         None, AccountEvents, 200, (*_BEARER, 400, *_DOWN), True,
         api_me.list_events, query=EventsQuery,
+    ),
+    Operation(
+        "GET", f"{PREFIX}/me/mfa", "The account's second factors",
+        None, SecondFactors, 200, (*_BEARER, *_DOWN), True,
+        api_mfa.get_factors,
+    ),
+    Operation(
+        "POST", f"{PREFIX}/me/mfa/totp", "Start setting up an authenticator app",
+        None, TotpSetup, 201, (*_BEARER, 409, *_DOWN), True,
+        api_mfa.begin_totp,
+    ),
+    Operation(
+        "POST", f"{PREFIX}/me/mfa/totp/confirm", "Turn the app on with a code; recovery codes",
+        ConfirmTotpRequest, RecoveryCodes, 200, (*_BEARER, *_BODY, 409, 429, *_DOWN), True,
+        api_mfa.confirm_totp,
+    ),
+    Operation(
+        "DELETE", f"{PREFIX}/me/mfa/totp", "Remove the app (needs a recent sign-in)",
+        ReauthenticateRequest, None, 204, (*_BEARER, *_BODY, 404, 429, *_DOWN), True,
+        api_mfa.remove_totp,
+    ),
+    Operation(
+        "POST", f"{PREFIX}/me/mfa/recovery-codes", "New recovery codes (needs a recent sign-in)",
+        ReauthenticateRequest, RecoveryCodes, 200, (*_BEARER, *_BODY, 409, 429, *_DOWN), True,
+        api_mfa.regenerate_recovery_codes,
     ),
     Operation(
         "GET", f"{PREFIX}/admin/audit", "Audit events, oldest first (client token, scope admin)",

@@ -1,4 +1,4 @@
-"""``identity clients``: register, list, show and delete OAuth clients."""
+"""``identity clients``: register, list, show, update and delete OAuth clients."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def clients_create(args: argparse.Namespace, settings: Settings) -> None:
             first_party=args.first_party,
             post_logout_redirect_uris=args.post_logout_redirect_uri or [],
             refresh_without_offline_access=args.refresh_without_offline_access,
+            require_mfa=args.require_mfa,
             context=audit.RequestContext.command_line(),
         )
         data = {**clients.describe(registered.client), "client_secret": registered.secret}
@@ -52,6 +53,21 @@ def clients_show(args: argparse.Namespace, settings: Settings) -> None:
     emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
 
 
+def clients_update(args: argparse.Namespace, settings: Settings) -> None:
+    """Change the settings given on the command line; print the client as it is now."""
+    if args.require_mfa is None:
+        raise CommandError("nothing to change: give --require-mfa or --no-require-mfa")
+    with open_database(settings).transaction() as session:
+        client = clients.update_client(
+            session,
+            args.client_id,
+            require_mfa=args.require_mfa,
+            context=audit.RequestContext.command_line(),
+        )
+        data = clients.describe(client)
+    emit(args, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
 def clients_delete(args: argparse.Namespace, settings: Settings) -> None:
     with open_database(settings).transaction() as session:
         clients.delete_client(session, args.client_id, audit.RequestContext.command_line())
@@ -59,9 +75,9 @@ def clients_delete(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``clients create|list|show|delete``."""
+    """Add ``clients create|list|show|update|delete``."""
     client_commands = commands.add_parser(
-        "clients", help="register, list, show and delete OAuth clients"
+        "clients", help="register, list, show, update and delete OAuth clients"
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
     create = client_commands.add_parser(
         "create", parents=[common], help="register a client; prints its secret once"
@@ -104,6 +120,11 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="confidential client: refresh tokens even without the offline_access scope",
     )
+    create.add_argument(
+        "--require-mfa",
+        action="store_true",
+        help="its users must sign in with a second factor (acr urn:identity:loa:2)",
+    )
     create.set_defaults(handler=clients_create)
     client_commands.add_parser(
         "list", parents=[common], help="every client: id, name, grant types"
@@ -115,3 +136,23 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         one = client_commands.add_parser(name, parents=[common], help=what)
         one.add_argument("client_id", help="the client's id")
         one.set_defaults(handler=handler)
+    update = client_commands.add_parser(
+        "update", parents=[common], help="change a client's settings; prints the client"
+    )
+    update.add_argument("client_id", help="the client's id")
+    require_mfa = update.add_mutually_exclusive_group()
+    require_mfa.add_argument(
+        "--require-mfa",
+        dest="require_mfa",
+        action="store_const",
+        const=True,
+        help="its users must sign in with a second factor (acr urn:identity:loa:2)",
+    )
+    require_mfa.add_argument(
+        "--no-require-mfa",
+        dest="require_mfa",
+        action="store_const",
+        const=False,
+        help="a password alone is enough again for users without a second factor",
+    )
+    update.set_defaults(handler=clients_update, require_mfa=None)

@@ -1,4 +1,5 @@
-"""``identity keys``: list, rotate and retire the signing keys."""
+"""``identity keys``: list, rotate and retire the signing keys; make a key for the secrets
+encrypted at rest."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from identity import audit
 from identity.cli.common import emit, open_database
 from identity.config import Settings
+from identity.secret_box import new_key
 from identity.services import key_store
 
 
@@ -50,10 +52,31 @@ def keys_retire(args: argparse.Namespace, settings: Settings) -> None:
     emit(args, {"removed": removed}, "\n".join(removed) or "no retired key is due for removal")
 
 
+_ROTATION_HELP = """\
+Print a new key for IDENTITY_SECRET_KEY, and nothing else. The key encrypts the secrets
+identity must read back (authenticator-app seeds).
+
+To rotate, put the new key first and keep the old ones after it, comma-separated:
+  IDENTITY_SECRET_KEY=NEW_KEY,OLD_KEY
+The first key encrypts and every key decrypts; a seed is encrypted again under the first
+key each time it is used. Keep an old key while any account may still hold a seed sealed
+with it: a seed no configured key opens cannot be used.
+
+Without IDENTITY_SECRET_KEY, the keys are read from secret.keys in IDENTITY_KEYS_DIR (one a
+line, the first encrypts), made on first start."""
+
+
+def keys_secret(args: argparse.Namespace, settings: Settings) -> None:
+    """Print a new key for ``IDENTITY_SECRET_KEY``; it is stored nowhere."""
+    key = new_key()
+    emit(args, {"secret_key": key}, key)
+
+
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``keys list|rotate|retire``."""
+    """Add ``keys list|rotate|retire|secret``."""
     key_commands = commands.add_parser(
-        "keys", help="list, rotate and retire the signing keys (IDENTITY_KEYS_DIR)"
+        "keys",
+        help="list, rotate and retire the signing keys (IDENTITY_KEYS_DIR); make a secret key",
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
     key_commands.add_parser(
         "list",
@@ -71,3 +94,10 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         "--force", action="store_true", help="with --kid: even if its tokens may still be live"
     )
     retire.set_defaults(handler=keys_retire)
+    key_commands.add_parser(
+        "secret",
+        parents=[common],
+        help="print a new key for IDENTITY_SECRET_KEY (secrets at rest); --help: rotation",
+        description=_ROTATION_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).set_defaults(handler=keys_secret)

@@ -1,4 +1,5 @@
-"""``identity users``: create, list, show, disable, enable and delete accounts."""
+"""``identity users``: create, list, show, disable, enable and delete accounts, and reset
+their second factors."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import getpass
 from collections.abc import Callable
 from typing import Any
 
-from identity.accounts import operators
+from identity.accounts import factors, operators
 from identity.accounts.service import Accounts
+from identity.audit import RequestContext
 from identity.cli.common import command_services, emit, open_database
 from identity.config import Settings
 
@@ -73,10 +75,31 @@ def users_delete(args: argparse.Namespace, settings: Settings) -> None:
     emit(args, {"deleted": data["id"]}, f"deleted {data['email']}")
 
 
+def users_mfa_reset(args: argparse.Namespace, settings: Settings) -> None:
+    """Remove every second factor and recovery code of an account that lost them; the
+    owner is mailed and the reset audited."""
+    accounts = _accounts(settings)
+    with accounts.database.transaction() as session:
+        user = operators.find_user(session, args.user)
+        summary = factors.summary(session, user)
+        # Nothing to remove: no audit row, and no mail telling the owner a factor went.
+        reset = summary.any or summary.recovery_codes_left > 0
+        if reset:
+            # actor "admin", as every other operator command records
+            factors.reset(accounts, session, user, RequestContext.command_line(), actor="admin")
+        email = user.email
+    text = (
+        f"{email}: second factors and recovery codes removed; the password alone signs in now"
+        if reset
+        else f"{email} has no second factor: nothing to reset"
+    )
+    emit(args, {"email": email, "reset": reset}, text)
+
+
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``users create|list|show|disable|enable|delete``."""
+    """Add ``users create|list|show|disable|enable|delete`` and ``users mfa reset``."""
     user_commands = commands.add_parser(
-        "users", help="create, list, show, disable, enable and delete user accounts"
+        "users", help="create, list, show, disable, enable and delete user accounts; reset MFA"
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
     new_user = user_commands.add_parser("create", parents=[common], help="create an account")
     new_user.add_argument("--email", required=True, help="the account's email address")
@@ -96,3 +119,13 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         one_user = user_commands.add_parser(name, parents=[common], help=what)
         one_user.add_argument("user", metavar="ID|EMAIL", help="the account's id or email")
         one_user.set_defaults(handler=user_handler)
+    mfa_commands = user_commands.add_parser(
+        "mfa", help="an account's second factors"
+    ).add_subparsers(dest="mfa_action", required=True, metavar="ACTION")
+    reset = mfa_commands.add_parser(
+        "reset",
+        parents=[common],
+        help="remove every second factor and recovery code of the account (mails the owner)",
+    )
+    reset.add_argument("user", metavar="ID|EMAIL", help="the account's id or email")
+    reset.set_defaults(handler=users_mfa_reset)

@@ -58,8 +58,10 @@ PROBLEM = object_schema(
         "items": FIELD_ERROR,
         "description": (
             "Every rejected field, each with its message, all in one answer: a wrong field "
-            "never hides another. Sent with invalid-input (the body's fields) and "
-            "invalid-link (`token`, and any other field that was refused too)."
+            "never hides another. Sent with invalid-input (the body's fields), "
+            "invalid-link (`token`, and any other field that was refused too), invalid-code "
+            "(the code's field, where a body carries it) and reauthentication-required "
+            "(`password`)."
         ),
     },
 )

@@ -17,6 +17,7 @@ from identity.protocol.grants import (
     ClientCredentialsGrant,
     S256CodeChallenge,
 )
+from identity.protocol.mfa_grant import MfaGrant
 from identity.protocol.password import PasswordGrant
 from identity.protocol.refresh import RefreshTokenGrant
 from identity.protocol.refresh_tokens import RefreshTokens
@@ -34,7 +35,8 @@ def grant_table(settings: Settings) -> list[tuple[Any, list[Any]]]:
         (DeviceCodeGrant, []),
     ]
     if settings.password_grant:  # off by default: then it is neither served nor listed
-        table.append((PasswordGrant, []))
+        # The mfa grant is the password grant's second step, for accounts with two factors.
+        table += [(PasswordGrant, []), (MfaGrant, [])]
     return table
 
 

@@ -102,6 +102,7 @@ def register_client(
     first_party: bool = False,
     post_logout_redirect_uris: Sequence[str] = (),
     refresh_without_offline_access: bool = False,
+    require_mfa: bool = False,
     context: audit.RequestContext | None = None,
 ) -> RegisteredClient:
     """Validate and store a client; return it with its secret (None for a public client)."""
@@ -140,6 +141,7 @@ def register_client(
             validate_redirect_uri(u) for u in dict.fromkeys(post_logout_redirect_uris)
         ],
         refresh_without_offline_access=refresh_without_offline_access and not public,
+        require_mfa=require_mfa,
     )
     repositories.add_client(session, client)
     audit.record(
@@ -148,9 +150,46 @@ def register_client(
         context=context,
         actor="admin",
         client_id=client.client_id,
-        detail={"name": name, "grant_types": grants, "public": public, "first_party": first_party},
+        detail={
+            "name": name,
+            "grant_types": grants,
+            "public": public,
+            "first_party": first_party,
+            "require_mfa": require_mfa,
+        },
     )
     return RegisteredClient(client, secret)
+
+
+def update_client(
+    session: Session,
+    client_id: str,
+    *,
+    require_mfa: bool | None = None,
+    context: audit.RequestContext | None = None,
+) -> Client:
+    """Change the settings given (None: unchanged) and return the client; LookupError when
+    there is none. Every instance's client cache drops its copy within
+    IDENTITY_CACHE_CHECK_SECONDS."""
+    client = repositories.get_client(session, client_id)
+    if client is None:
+        raise LookupError(f"no client {client_id!r}")
+    changes: dict[str, object] = {}
+    if require_mfa is not None and require_mfa != client.require_mfa:
+        client.require_mfa = require_mfa
+        changes["require_mfa"] = require_mfa
+    if changes:
+        session.flush()
+        repositories.bump_cache_generation(session, "clients")
+        audit.record(
+            session,
+            "client.updated",
+            context=context,
+            actor="admin",
+            client_id=client_id,
+            detail=changes,
+        )
+    return client
 
 
 def delete_client(
@@ -175,5 +214,6 @@ def describe(client: Client) -> dict[str, object]:
         "audience": client.audience,
         "post_logout_redirect_uris": client.post_logout_redirect_uris,
         "refresh_without_offline_access": client.refresh_without_offline_access,
+        "require_mfa": client.require_mfa,
         "created_at": client.created_at.isoformat(),
     }

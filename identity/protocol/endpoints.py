@@ -11,6 +11,7 @@ from authlib.oauth2.rfc6749 import TokenMixin
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
+from identity.accounts.factors import ACR_VALUES
 from identity.models import Client
 from identity.protocol.refresh import (
     RefreshTokenView,
@@ -153,7 +154,7 @@ class TokenIntrospection(IntrospectionEndpoint):  # type: ignore[misc]
 
 def access_token_introspection(claims: dict[str, Any]) -> dict[str, Any]:
     """What introspection tells about a live access token with these claims."""
-    return {
+    body: dict[str, Any] = {
         "active": True,
         "token_type": "Bearer",
         "scope": claims.get("scope", ""),
@@ -165,6 +166,11 @@ def access_token_introspection(claims: dict[str, Any]) -> dict[str, Any]:
         "iat": claims["iat"],
         "jti": claims["jti"],
     }
+    # A user's token: how and when they signed in, for a resource server's step-up (RFC 9470).
+    for name in ("auth_time", "acr"):
+        if name in claims:
+            body[name] = claims[name]
+    return body
 
 
 def metadata(issuer: str, grant_types: list[str]) -> dict[str, Any]:
@@ -193,6 +199,7 @@ def metadata(issuer: str, grant_types: list[str]) -> dict[str, Any]:
             "auth_time",
             "nonce",
             "at_hash",
+            "acr",
             "amr",
             "azp",
             "sid",
@@ -200,6 +207,7 @@ def metadata(issuer: str, grant_types: list[str]) -> dict[str, Any]:
             "email_verified",
             "name",
         ],
+        "acr_values_supported": list(ACR_VALUES),
         "prompt_values_supported": ["none", "login", "consent", "create"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],

@@ -16,6 +16,7 @@ from authlib.oauth2.rfc6749 import (
 from authlib.oauth2.rfc7636 import CodeChallenge
 
 from identity import repositories
+from identity.accounts.factors import acr_of
 from identity.models import (
     OIDC_SCOPES,
     AuthorizationCode,
@@ -160,9 +161,17 @@ class IssuingGrant:
         issuer = self.server.issuer.issuer
         audience = with_account_audience(self.audience(), scope, user, issuer, client.client_id)
         authentication = self.authentication() if user is not None else None
+        if client.require_mfa and authentication is not None and "mfa" not in authentication.amr:
+            # The pages ask for the second factor before a code or device approval exists;
+            # this stops what began before the client required it (a refresh family, a code).
+            raise InvalidGrantError(
+                "mfa_required: this app requires a sign-in with a second factor; sign in again."
+            )
         extra: dict[str, Any] = {}
         if authentication is not None:
+            # RFC 9068 §2.2.1: a resource server asking for step-up (RFC 9470) reads these.
             extra["auth_time"] = int(authentication.auth_time.timestamp())
+            extra["acr"] = acr_of(authentication.amr)
         issued = self.server.issuer.issue(
             client_id=client.client_id,
             subject=client.client_id if user is None else str(user.get_user_id()),

@@ -16,6 +16,7 @@ from identity.protocol.device import device_authorization
 from identity.protocol.fast_lane import HotRoute
 from identity.protocol.introspection import introspect_in_loop
 from identity.protocol.lean import client_credentials
+from identity.protocol.mfa_grant import GRANT_TYPE as MFA_GRANT_TYPE
 from identity.protocol.requests import read_oauth2_request
 from identity.protocol.server import IdentityServer
 from identity.protocol.throttle import throttled_for
@@ -68,7 +69,8 @@ def _endpoint(name: str | None) -> Endpoint:
                 return server.create_token_response(oauth_request)  # type: ignore[no-any-return]
             return server.create_endpoint_response(name, oauth_request)  # type: ignore[no-any-return]
 
-        password = oauth_request.form.get("grant_type") == "password"
+        # Both hash: a password, or up to ten recovery codes (argon2id).
+        password = oauth_request.form.get("grant_type") in {"password", MFA_GRANT_TYPE}
         return await server.run(oauth_request, respond, password=password)
 
     return endpoint

@@ -36,6 +36,7 @@ from typing import Any
 from joserfc import jwt
 from joserfc.errors import JoseError
 
+from identity.accounts.factors import acr_of
 from identity.keys import KeyRing, KeyStore
 
 ACCESS_TOKEN_TYPES = {"at+jwt", "application/at+jwt"}
@@ -148,6 +149,7 @@ class IdTokenIssuer(_Signer):
             **self._times(),
             "auth_time": int(authentication.auth_time.timestamp()),
             "amr": list(authentication.amr),
+            "acr": acr_of(authentication.amr),
             **claims,
         }
         if nonce:

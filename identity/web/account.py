@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from identity.accounts import profile
+from identity.accounts import factors, profile
 from identity.accounts.credential_events import Current
 from identity.accounts.errors import AccountError, InvalidInput
 from identity.protocol.scopes import describe_scopes
@@ -50,6 +50,7 @@ def _account_page(request: Request, visit: Visit, status: int = 200, **context: 
         # In the words the consent page asked with, never raw scope names.
         consent_scopes={view.client_id: describe_scopes(view.scope) for view in consents},
         pending_email=profile.pending_email(accounts, visit.db, visit.user),
+        two_factor=factors.summary(visit.db, visit.user),
         **context,
     )
 

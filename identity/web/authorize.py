@@ -14,12 +14,17 @@ from urllib.parse import quote, unquote, urlencode
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
-from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from authlib.oidc.core.errors import (
+    ConsentRequiredError,
+    InteractionRequiredError,
+    LoginRequiredError,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from identity import audit, repositories
+from identity.accounts import factors
 from identity.models import Client, utcnow
 from identity.protocol.requests import StarletteOAuth2Request, read_oauth2_request
 from identity.protocol.scopes import describe_scopes
@@ -27,6 +32,7 @@ from identity.protocol.server import IdentityServer
 from identity.protocol.tokens import Authentication
 from identity.security import request_context
 from identity.web.pages import Visit, message, read_form, redirect, render, transact
+from identity.web.two_factor import second_factor_redirect
 
 PENDING = "authorize"
 _MAX_PENDING = 5
@@ -231,6 +237,15 @@ def _continue(request: Request, visit: Visit, rid: str) -> Response:
                 query["email"] = params["login_hint"][:320]
             return redirect(f"{target}?{urlencode(query)}")
         assert user is not None and browser is not None and browser.auth_time is not None
+        if _wants_two_factors(client, params) and "mfa" not in (browser.amr or []):
+            if "none" in prompts:
+                return _fail(
+                    request,
+                    visit,
+                    oauth_request,
+                    _redirectable(InteractionRequiredError(), oauth_request),
+                )
+            return second_factor_redirect(visit, user, f"/oauth2/authorize/resume?rid={rid}")
         scope = oauth_request.scope or ""
         if not client.is_first_party and not entry.get("consented"):
             consent = repositories.get_consent(visit.db, user.id, client.client_id)
@@ -268,6 +283,12 @@ def _continue(request: Request, visit: Visit, rid: str) -> Response:
         return _with_iss(
             response, server.settings.issuer, 303 if request.method == "POST" else None
         )
+
+
+def _wants_two_factors(client: Client, params: dict[str, str]) -> bool:
+    """The client always wants two factors, or this request asks for their level."""
+    asked = (params.get("acr_values") or "").split()
+    return client.require_mfa or factors.LOA_MULTI_FACTOR in asked
 
 
 def _redirectable(error: OAuth2Error, oauth_request: StarletteOAuth2Request) -> OAuth2Error:

@@ -11,10 +11,11 @@ from starlette.routing import BaseRoute, Route
 
 from identity import audit, repositories
 from identity.accounts.errors import Throttled
-from identity.models import DeviceAuthorization
+from identity.models import BrowserSession, Client, DeviceAuthorization
 from identity.protocol.device import display_user_code, normalise_user_code
 from identity.protocol.scopes import describe_scopes
 from identity.web.pages import Visit, accounts_of, message, read_form, redirect, render, transact
+from identity.web.two_factor import second_factor_redirect
 
 # Wrong codes are counted per IP on an existing limiter, under keys of their own.
 _LIMITER = "verify.account"
@@ -27,6 +28,16 @@ def _login_redirect(raw_code: str) -> Response:
     if code:
         target += "?user_code=" + display_user_code(code)
     return redirect("/login?next=" + quote(target, safe="/"))
+
+
+def _lacks_second_factor(client: Client | None, browser: BrowserSession) -> bool:
+    """The device's client wants two factors and this sign-in has not shown a second one."""
+    return client is not None and client.require_mfa and "mfa" not in (browser.amr or [])
+
+
+def _device_path(code: str) -> str:
+    """This page again, with the code typed in, for after the second factor."""
+    return "/device?user_code=" + display_user_code(code)
 
 
 def _find_pending(request: Request, visit: Visit, raw_code: str) -> DeviceAuthorization | None:
@@ -80,6 +91,8 @@ async def device_page(request: Request) -> Response:
             return _code_form(request, visit, typed, "This code is wrong or has expired.")
         client = repositories.get_client(visit.db, row.client_id)
         assert client is not None  # the row's foreign key cascades with the client
+        if visit.browser is not None and _lacks_second_factor(client, visit.browser):
+            return second_factor_redirect(visit, visit.user, _device_path(row.user_code))
         return render(
             request,
             visit,
@@ -106,7 +119,12 @@ async def device_decision(request: Request) -> Response:
         accounts = accounts_of(request)
         now = accounts.now()
         row = None
-        if _find_pending(request, visit, typed) is not None:
+        pending = _find_pending(request, visit, typed)
+        if pending is not None and decision == "allow":
+            client = repositories.get_client(visit.db, pending.client_id)
+            if _lacks_second_factor(client, visit.browser):
+                return second_factor_redirect(visit, visit.user, _device_path(pending.user_code))
+        if pending is not None:
             row = repositories.decide_device_authorization(
                 visit.db,
                 normalise_user_code(typed),

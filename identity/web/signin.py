@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from identity import audit
-from identity.accounts import recovery, sessions
+from identity.accounts import factors, recovery, sessions
 from identity.accounts.errors import AccountError, EmailNotVerified, InvalidInput, Throttled
 from identity.web.authorize import pending_app_name, pending_resume_path
 from identity.web.pages import (
@@ -58,11 +58,17 @@ async def login(request: Request) -> Response:
             return render(
                 request, visit, "login.html", 400, errors={"form": str(error)}, values=values
             )
+        # A sign-in started by an app goes back to it, even after a detour through signup.
+        next_path = safe_next(form.get("next"), pending_resume_path(visit) or "/account")
+        if factors.has_second_factor(visit.db, user):
+            # No session yet: the password step waits, in this browser only, for the code.
+            browser = visit.ensure_browser(accounts)
+            sessions.await_second_factor(browser, user.id, accounts.now(), ["pwd"], next_path)
+            return redirect("/login/two-factor")
         visit.new_cookie, visit.browser = sessions.start_authenticated(
             visit.db, visit.browser, user.id, accounts.now(), policy, visit.context, ["pwd"]
         )
-        # A sign-in started by an app goes back to it, even after a detour through signup.
-        return redirect(safe_next(form.get("next"), pending_resume_path(visit) or "/account"))
+        return redirect(next_path)
 
     return await transact(request, work, form=form)
 
