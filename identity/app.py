@@ -47,6 +47,8 @@ from identity.web.account import account_routes
 from identity.web.authorize import authorize_routes
 from identity.web.device import device_routes
 from identity.web.end_session import end_session_routes
+from identity.web.passkey_pages import passkey_page_routes
+from identity.web.passkeys import passkey_routes
 from identity.web.signin import signin_routes
 from identity.web.signup import signup_routes
 from identity.web.two_factor import two_factor_routes
@@ -68,7 +70,15 @@ def _error_body(status: int, detail: str) -> dict[str, str]:
     return {"error": error, "error_description": detail}
 
 
-_MACHINE_PATHS = ("/oauth2/", "/.well-known/", "/api/", "/healthz", "/readyz", "/static/")
+_MACHINE_PATHS = (
+    "/oauth2/",
+    "/.well-known/",
+    "/api/",
+    "/healthz",
+    "/readyz",
+    "/static/",
+    "/passkeys/",  # the JSON endpoints of passkeys.js
+)
 # Hosted pages that live under /oauth2/: a person's browser is on the other end.
 _PAGES_UNDER_MACHINE_PATHS = ("/oauth2/authorize", "/oauth2/logout")
 _PAGE_TEXT = {
@@ -244,6 +254,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *end_session_routes(),
         *signin_routes(),
         *two_factor_routes(),
+        *passkey_routes(),
+        *passkey_page_routes(),
         *signup_routes(),
         *account_routes(),
         *device_routes(),

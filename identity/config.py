@@ -302,6 +302,22 @@ class Settings:
             log.warning("IDENTITY_DATABASE_URL is SQLite: use PostgreSQL in production")
         if self.redis_url is None:
             log.warning("IDENTITY_REDIS_URL is unset: limiters are per process, not shared")
+        if self.issuer_host_is_address:
+            log.warning(
+                "IDENTITY_ISSUER is on an IP address (%s): browsers refuse passkeys there, so "
+                "the passkey buttons are hidden; use a host name (http://localhost:PORT for "
+                "development)",
+                self.issuer,
+            )
+
+    @property
+    def issuer_host_is_address(self) -> bool:
+        """True when the issuer's host is an IP literal, where browsers refuse WebAuthn."""
+        try:
+            ipaddress.ip_address((urlsplit(self.issuer).hostname or "").strip("[]"))
+        except ValueError:
+            return False
+        return True
 
 
 def _is_loopback(host: str) -> bool:

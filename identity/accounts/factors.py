@@ -160,19 +160,37 @@ def pending_totp(accounts: Accounts, session: Session, user: User) -> TotpSetup 
 
 
 def confirm_totp(
-    accounts: Accounts, session: Session, user: User, code: str, context: RequestContext
+    accounts: Accounts,
+    session: Session,
+    user: User,
+    code: str,
+    context: RequestContext,
+    *,
+    authenticated_at: datetime | None,
+    password: str | None = None,
 ) -> list[str]:
     """Turn the waiting authenticator app on with its first code. Returns the recovery codes
-    made with the account's first factor (to show once), or [] when it already has some."""
+    made with the account's first factor (to show once), or [] when it already has some.
+
+    Adding a factor needs a recent sign-in or the password, as removing one does
+    (``check_recent``): a session left open must not let someone else add their own app."""
+    check_recent(accounts, user, authenticated_at, password, context)
     factor = repositories.get_totp_factor(session, user.id)
     if factor is None or factor.confirmed_at is not None:
         raise InvalidCode("Start the setup again: there is no authenticator app waiting.")
     _check_code(accounts, session, user, factor, code, context)
     factor.confirmed_at = accounts.now()
+    factor.last_used_at = None  # its step stays spent; "last used" means a sign-in
     audit.record(
         session, "mfa.added", context=context, subject=str(user.id), detail={"factor": "totp"}
     )
     notify_owner(accounts, session, user, "second_factor_added")
+    return recovery_codes_for_first_factor(accounts, session, user)
+
+
+def recovery_codes_for_first_factor(accounts: Accounts, session: Session, user: User) -> list[str]:
+    """The recovery codes made when the account's first second factor is added (to show
+    once), or [] when it already has a set."""
     if repositories.count_unused_recovery_codes(session, user.id):
         return []
     return _new_recovery_codes(accounts, session, user)

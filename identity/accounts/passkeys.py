@@ -11,7 +11,6 @@ an IP-literal host, so with such an issuer passkeys are off (``available``)."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import unicodedata
 import uuid
@@ -27,6 +26,7 @@ from webauthn.helpers import base64url_to_bytes, bytes_to_base64url, structs
 from webauthn.helpers.cose import COSEAlgorithmIdentifier
 
 from identity import audit, logs, metrics, repositories
+from identity.accounts import factors
 from identity.accounts.errors import InvalidCode, InvalidInput, Throttled
 from identity.accounts.factors import LIMITER, notify_owner
 from identity.accounts.service import Accounts
@@ -63,13 +63,9 @@ def rp_id(settings: Settings) -> str | None:
     """The relying party id: the issuer's host. None when it is an IP literal, which browsers
     refuse for WebAuthn ("This is an invalid domain."): passkeys are off then."""
     host = urlsplit(settings.issuer).hostname
-    if not host:
+    if not host or settings.issuer_host_is_address:
         return None
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    return None
+    return host
 
 
 def available(settings: Settings) -> bool:
@@ -96,10 +92,16 @@ def _relying_party(accounts: Accounts) -> str:
 
 
 def registration_options(
-    accounts: Accounts, session: Session, user: User
+    accounts: Accounts, session: Session, user: User, *, authenticated_at: datetime | None
 ) -> tuple[str, dict[str, Any]]:
     """The options for ``navigator.credentials.create()`` (JSON) and the ceremony's state for
-    the caller to keep server-side. A discoverable credential, user verification required."""
+    the caller to keep server-side. A discoverable credential, user verification required.
+
+    Adding a factor needs a sign-in within five minutes (``authenticated_at``), as removing
+    one does: a session left open must not let someone else add their own authenticator
+    (ReauthenticationRequired). The state lives five minutes, so the ceremony's end is
+    covered too."""
+    factors.check_recent(accounts, user, authenticated_at, None, RequestContext())
     site = _relying_party(accounts)
     existing = repositories.passkeys_of(session, user.id)
     if len(existing) >= MOST_PASSKEYS:
@@ -341,6 +343,9 @@ def remove_passkey(
     ``factors.check_recent``); False when the account has no such passkey."""
     if not repositories.delete_passkey(session, user.id, passkey_id):
         return False
+    if not factors.has_second_factor(session, user):
+        # Recovery codes stand in for a second factor the account no longer has.
+        repositories.delete_recovery_codes(session, user.id)
     audit.record(
         session, "mfa.removed", context=context, subject=str(user.id), detail={"factor": "passkey"}
     )

@@ -173,6 +173,13 @@ class PendingSignIn:
     user_id: uuid.UUID
     amr: list[str]
     next_path: str
+    started_at: float = 0.0
+
+    def still_valid_for(self, user: User) -> bool:
+        """False once the account was disabled, or its password changed after the password
+        step (a reset ends every sign-in, half-done ones too)."""
+        changed = user.password_changed_at
+        return user.is_active and (changed is None or changed.timestamp() <= self.started_at)
 
 
 def await_second_factor(
@@ -195,7 +202,12 @@ def pending_sign_in(browser: BrowserSession | None, now: datetime) -> PendingSig
         user_id = uuid.UUID(str(record.get("user")))
     except ValueError:
         return None
-    return PendingSignIn(user_id, list(record.get("amr") or ["pwd"]), str(record.get("next") or ""))
+    return PendingSignIn(
+        user_id,
+        list(record.get("amr") or ["pwd"]),
+        str(record.get("next") or ""),
+        float(record.get("at", 0)),
+    )
 
 
 def forget_pending_sign_in(browser: BrowserSession) -> None:

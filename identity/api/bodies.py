@@ -82,9 +82,11 @@ class LogoutRequest(RequestBody):
 
 
 class ConfirmTotpRequest(RequestBody):
-    """The app's current 6-digit code, which turns it on."""
+    """The app's current 6-digit code, which turns it on; the password too unless the access
+    token's sign-in (``auth_time``) is recent."""
 
     code: Code
+    password: Password | None = None
 
 
 class ReauthenticateRequest(RequestBody):

@@ -1,8 +1,8 @@
 """JSON API handlers of the signed-in user's second factors (``/api/v1/me/mfa...``): thin
 calls into ``factors``, which keeps every rule, audit row and mail.
 
-Removing a factor or making new recovery codes needs a recent sign-in: the access token's
-``auth_time`` within ``factors.RECENT``, or else the password sent in the body.
+Adding or removing a factor and making new recovery codes need a recent sign-in: the access
+token's ``auth_time`` within ``factors.RECENT``, or else the password sent in the body.
 """
 
 from __future__ import annotations
@@ -74,7 +74,15 @@ def confirm_totp(call: ApiCall) -> Result:
             "No setup waiting",
         )
     try:
-        codes = factors.confirm_totp(call.accounts, call.db, call.me, body.code, call.context)
+        codes = factors.confirm_totp(
+            call.accounts,
+            call.db,
+            call.me,
+            body.code,
+            call.context,
+            authenticated_at=call.authenticated_at,
+            password=body.password,
+        )
     except InvalidCode as error:
         raise invalid_code(error, "code") from None
     return RecoveryCodes(recovery_codes=codes)

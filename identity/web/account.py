@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from identity.accounts import factors, profile
+from identity.accounts import factors, passkeys, profile
 from identity.accounts.credential_events import Current
 from identity.accounts.errors import AccountError, InvalidInput
 from identity.protocol.scopes import describe_scopes
@@ -51,6 +51,7 @@ def _account_page(request: Request, visit: Visit, status: int = 200, **context: 
         consent_scopes={view.client_id: describe_scopes(view.scope) for view in consents},
         pending_email=profile.pending_email(accounts, visit.db, visit.user),
         two_factor=factors.summary(visit.db, visit.user),
+        passkey_list=passkeys.list_passkeys(visit.db, visit.user),
         **context,
     )
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from identity import logs, rendering, repositories
-from identity.accounts import sessions
+from identity.accounts import passkeys, sessions
 from identity.accounts.errors import InvalidInput, Throttled
 from identity.accounts.service import Accounts
 from identity.audit import RequestContext
@@ -112,9 +112,41 @@ def render(
             "csrf_token": visit.browser.csrf_token if visit.browser else "",
             "current_user": visit.user,
             "notice": visit.pop_notice(),
+            # Off on an issuer at an IP address, where browsers refuse WebAuthn.
+            "passkeys_on": passkeys.available(accounts_of(request).settings),
             **context,
         }
     return rendering.page(request, template, status, **context)
+
+
+# Where recovery codes made by a step that answers JSON (a passkey's registration) are shown.
+NEW_RECOVERY_CODES = "/account/two-factor/recovery-codes/new"
+_CODES_TO_SHOW = "recovery_codes_to_show"
+
+
+def show_recovery_codes_once(
+    accounts: Accounts, browser: BrowserSession, codes: list[str], next_path: str
+) -> None:
+    """Keep new recovery codes in ``browser``'s server-side data, sealed, for the one page
+    that shows them (``take_recovery_codes``)."""
+    sealed = accounts.secret_box.seal(" ".join(codes))
+    record = {"sealed": sealed, "next": next_path, "at": accounts.now().timestamp()}
+    browser.data = {**browser.data, _CODES_TO_SHOW: record}
+
+
+def take_recovery_codes(
+    accounts: Accounts, browser: BrowserSession | None
+) -> tuple[list[str], str] | None:
+    """The codes ``show_recovery_codes_once`` kept (and where the person was going), taken
+    out so they show once; None after ten minutes or when there are none."""
+    record = browser.data.get(_CODES_TO_SHOW) if browser is not None else None
+    if browser is None or not isinstance(record, dict):
+        return None
+    browser.data = {k: v for k, v in browser.data.items() if k != _CODES_TO_SHOW}
+    if accounts.now().timestamp() - float(record.get("at", 0)) > 600:
+        return None
+    codes = accounts.secret_box.open(str(record.get("sealed", ""))).split()
+    return codes, str(record.get("next") or "")
 
 
 def form_errors(error: InvalidInput) -> dict[str, str]:

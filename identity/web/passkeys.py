@@ -33,12 +33,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from identity import repositories
+from identity import audit, repositories
 from identity.accounts import factors, passkeys, sessions
-from identity.accounts.errors import AccountError, InvalidInput, Throttled
+from identity.accounts.errors import (
+    AccountError,
+    InvalidInput,
+    ReauthenticationRequired,
+    Throttled,
+)
 from identity.rendering import NO_STORE
 from identity.web.authorize import pending_resume_path
-from identity.web.pages import Visit, accounts_of, policy_of, safe_next, transact
+from identity.web.pages import (
+    NEW_RECOVERY_CODES,
+    Visit,
+    accounts_of,
+    policy_of,
+    safe_next,
+    show_recovery_codes_once,
+    transact,
+)
 
 CSRF_HEADER = "X-CSRF-Token"
 # Keys of the browser session's data that hold a ceremony's state.
@@ -59,6 +72,8 @@ def _problem(status: int, error: str, message: str, **headers: str) -> JSONRespo
 def _refusal(error: AccountError) -> JSONResponse:
     if isinstance(error, Throttled):
         return _problem(429, error.code, str(error), **{"Retry-After": str(error.retry_after)})
+    if isinstance(error, ReauthenticationRequired):
+        return _problem(403, error.code, "Confirm it's you first: sign in again.")
     body: dict[str, Any] = {"error": error.code, "message": str(error)}
     if isinstance(error, InvalidInput):
         body["fields"] = error.fields
@@ -132,7 +147,10 @@ def _credential(body: dict[str, Any]) -> str | None:
 def _registration_options(request: Request, visit: Visit, body: dict[str, Any]) -> Response:
     if visit.user is None:
         return _problem(403, "login_required", "Sign in to add a passkey.")
-    options, state = passkeys.registration_options(accounts_of(request), visit.db, visit.user)
+    assert visit.browser is not None  # the CSRF check found it
+    options, state = passkeys.registration_options(
+        accounts_of(request), visit.db, visit.user, authenticated_at=visit.browser.auth_time
+    )
     _keep(visit, _REGISTRATION, state)
     return _options(options)
 
@@ -162,8 +180,34 @@ def _register(request: Request, visit: Visit, body: dict[str, Any]) -> Response:
         _take(visit, _REGISTRATION)
         raise
     _take(visit, _REGISTRATION)
+    accounts, user = accounts_of(request), visit.user
+    assert visit.browser is not None
+    if "mfa" not in (visit.browser.amr or []):
+        # Made with user verification, in a session just confirmed: like an authenticator
+        # app's first code, it is this session's second factor (an app asking for two goes on).
+        audit.record(
+            visit.db,
+            "mfa.step_up",
+            context=visit.context,
+            subject=str(user.id),
+            detail={"factor": "passkey"},
+        )
+        visit.new_cookie, visit.browser = sessions.start_authenticated(
+            visit.db,
+            visit.browser,
+            user.id,
+            accounts.now(),
+            policy_of(request),
+            visit.context,
+            factors.with_factor(visit.browser.amr or ["pwd"], "hwk"),
+        )
+    next_path = safe_next(str(body.get("next") or ""), "")
+    codes = factors.recovery_codes_for_first_factor(accounts, visit.db, user)
+    if codes:
+        show_recovery_codes_once(accounts, visit.browser, codes, next_path)
+        return _answer({"id": passkey.id, "name": passkey.name, "redirect": NEW_RECOVERY_CODES})
     visit.flash(f"Your passkey “{passkey.name}” was added.")
-    return _answer({"id": passkey.id, "name": passkey.name})
+    return _answer({"id": passkey.id, "name": passkey.name, "redirect": next_path or "/account"})
 
 
 # -- signing in ----------------------------------------------------------------------------
@@ -175,7 +219,7 @@ def _authentication_options(request: Request, visit: Visit, body: dict[str, Any]
     if body.get("second_factor") is True:
         pending = sessions.pending_sign_in(visit.browser, accounts.now())
         user = repositories.get_user(visit.db, pending.user_id) if pending else None
-        if user is None:
+        if user is None or (pending is not None and not pending.still_valid_for(user)):
             return _problem(400, "no_pending_sign_in", "Sign in with your password again.")
     options, state = passkeys.authentication_options(accounts, visit.db, user)
     _keep(visit, _AUTHENTICATION, state)
@@ -207,6 +251,9 @@ def _sign_in(request: Request, visit: Visit, body: dict[str, Any]) -> Response:
         )
     finally:
         _take(visit, _AUTHENTICATION)
+    if pending is not None and not pending.still_valid_for(user):
+        sessions.forget_pending_sign_in(visit.browser)
+        return _problem(400, "no_pending_sign_in", "Sign in with your password again.")
     if pending is not None:
         amr, wanted = factors.with_factor(pending.amr, "hwk"), pending.next_path
     else:

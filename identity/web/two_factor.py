@@ -22,6 +22,7 @@ from identity.accounts.service import Accounts
 from identity.audit import RequestContext
 from identity.models import User
 from identity.web.pages import (
+    NEW_RECOVERY_CODES,
     Visit,
     accounts_of,
     form_errors,
@@ -31,6 +32,7 @@ from identity.web.pages import (
     redirect,
     render,
     safe_next,
+    take_recovery_codes,
     transact,
 )
 
@@ -122,15 +124,21 @@ def _second_step(method: _Method) -> Callable[[Request], object]:
         def work(visit: Visit) -> Response:
             pending = sessions.pending_sign_in(visit.browser, accounts.now())
             user = repositories.get_user(visit.db, pending.user_id) if pending else visit.user
-            if user is None or not user.is_active:
+            if user is None or (pending is not None and not pending.still_valid_for(user)):
                 return _expired(request, visit)
             if pending is None and _has_two_factors(visit):
                 return redirect(next_path or "/account")
             if pending is None and not factors.has_second_factor(visit.db, user):
                 return redirect(f"{SETUP}?{urlencode({'next': next_path or '/account'})}")
             step_up = pending is None
+            ways = {
+                "has_totp": factors.has_totp(visit.db, user),
+                "has_passkey": repositories.count_passkeys(visit.db, user.id) > 0,
+            }
             if form is None:
-                return render(request, visit, method.template, next=next_path, step_up=step_up)
+                return render(
+                    request, visit, method.template, next=next_path, step_up=step_up, **ways
+                )
             try:
                 method.check(accounts, visit.db, user, form.get(method.field, ""), visit.context)
             except InvalidCode as error:
@@ -143,6 +151,7 @@ def _second_step(method: _Method) -> Callable[[Request], object]:
                     errors=errors,
                     next=next_path,
                     step_up=step_up,
+                    **ways,
                 )
             if pending is not None:
                 assert visit.browser is not None
@@ -217,18 +226,31 @@ async def setup(request: Request) -> Response:
 
     def work(visit: Visit) -> Response:
         user = visit.user
-        if user is None:
+        if user is None or visit.browser is None:
             return _login_first(request)
-        if factors.has_second_factor(visit.db, user):
+        if factors.has_totp(visit.db, user):
             return _already_set_up(visit, next_path)
+        purpose = "set up a second factor"
+        if form is not None and "code" not in form:  # the password of "Confirm it's you"
+            asked = recently_signed_in(request, visit, form, SETUP, purpose, next_path)
+            return asked or redirect(f"{SETUP}?{urlencode({'next': next_path})}")
+        if not is_recent(request, visit):
+            return password_page(request, visit, SETUP, purpose, next_path)
         if form is None:
             return _setup_page(
                 request, visit, factors.begin_totp(accounts, visit.db, user), next_path
             )
         try:
             codes = factors.confirm_totp(
-                accounts, visit.db, user, form.get("code", ""), visit.context
+                accounts,
+                visit.db,
+                user,
+                form.get("code", ""),
+                visit.context,
+                authenticated_at=visit.browser.auth_time,
             )
+        except ReauthenticationRequired:  # five minutes passed on the setup page
+            return password_page(request, visit, SETUP, purpose, next_path)
         except InvalidCode as error:
             # With no app waiting (removed in another tab), a new one starts here.
             waiting = factors.pending_totp(accounts, visit.db, user)
@@ -246,6 +268,22 @@ async def setup(request: Request) -> Response:
         return recovery_codes_page(request, visit, codes, next_path, heading)
 
     return await transact(request, work, form=form)
+
+
+async def new_codes(request: Request) -> Response:
+    """GET: the recovery codes a passkey's registration just made, shown this once."""
+
+    def work(visit: Visit) -> Response:
+        if visit.user is None:
+            return _login_first(request)
+        kept = take_recovery_codes(accounts_of(request), visit.browser)
+        if kept is None:
+            return redirect("/account")
+        codes, next_path = kept
+        heading = "Your passkey is added"
+        return recovery_codes_page(request, visit, codes, next_path, heading)
+
+    return await transact(request, work)
 
 
 async def download_codes(request: Request) -> Response:
@@ -286,32 +324,57 @@ async def download_codes(request: Request) -> Response:
 # -- changes that need a recent sign-in ----------------------------------------------------
 
 
-def _recently_signed_in(
-    request: Request, visit: Visit, form: dict[str, str], action: str, purpose: str
+def is_recent(request: Request, visit: Visit) -> bool:
+    """True when this session signed in (or confirmed its password) within five minutes."""
+    auth_time = visit.browser.auth_time if visit.browser is not None else None
+    return auth_time is not None and accounts_of(request).now() - auth_time <= factors.RECENT
+
+
+def password_page(
+    request: Request,
+    visit: Visit,
+    action: str,
+    purpose: str,
+    next_path: str = "",
+    status: int = 200,
+    errors: dict[str, str] | None = None,
+) -> Response:
+    return render(
+        request,
+        visit,
+        "two_factor_password.html",
+        status,
+        action=action,
+        purpose=purpose,
+        next=next_path,
+        errors=errors or {},
+    )
+
+
+def recently_signed_in(
+    request: Request,
+    visit: Visit,
+    form: dict[str, str],
+    action: str,
+    purpose: str,
+    next_path: str = "",
 ) -> Response | None:
     """None when the session signed in within five minutes or the form carries the right
-    password; else the page asking for it, which posts the same action again."""
+    password; else the page asking for it, which posts the same action again. A right
+    password is a sign-in: the session gets a new auth_time (and id), so the next changes
+    within five minutes need it no more."""
     assert visit.user is not None and visit.browser is not None
+    typed = form.get("password") or None
     try:
         factors.check_recent(
-            accounts_of(request),
-            visit.user,
-            visit.browser.auth_time,
-            form.get("password") or None,
-            visit.context,
+            accounts_of(request), visit.user, visit.browser.auth_time, typed, visit.context
         )
     except ReauthenticationRequired:
-        return render(request, visit, "two_factor_password.html", action=action, purpose=purpose)
+        return password_page(request, visit, action, purpose, next_path)
     except InvalidInput as error:
-        return render(
-            request,
-            visit,
-            "two_factor_password.html",
-            400,
-            action=action,
-            purpose=purpose,
-            errors=form_errors(error),
-        )
+        return password_page(request, visit, action, purpose, next_path, 400, form_errors(error))
+    if typed is not None and not is_recent(request, visit):
+        _upgrade(request, visit, visit.user, list(visit.browser.amr or ["pwd"]), step_up=None)
     return None
 
 
@@ -333,7 +396,7 @@ def _signed_in_form(
 
 def _regenerate(request: Request, visit: Visit, form: dict[str, str]) -> Response:
     action = "/account/two-factor/recovery-codes"
-    asked = _recently_signed_in(request, visit, form, action, "make new recovery codes")
+    asked = recently_signed_in(request, visit, form, action, "make new recovery codes")
     if asked is not None:
         return asked
     assert visit.user is not None
@@ -349,7 +412,7 @@ def _regenerate(request: Request, visit: Visit, form: dict[str, str]) -> Respons
 
 def _remove(request: Request, visit: Visit, form: dict[str, str]) -> Response:
     action = "/account/two-factor/remove"
-    asked = _recently_signed_in(request, visit, form, action, "remove the authenticator app")
+    asked = recently_signed_in(request, visit, form, action, "remove the authenticator app")
     if asked is not None:
         return asked
     assert visit.user is not None
@@ -368,5 +431,6 @@ def two_factor_routes() -> list[BaseRoute]:
         Route(SETUP, setup, methods=["GET", "POST"]),
         Route("/account/two-factor/recovery-codes", _signed_in_form(_regenerate), methods=["POST"]),  # type: ignore[arg-type]
         Route("/account/two-factor/recovery-codes/download", download_codes, methods=["POST"]),
+        Route(NEW_RECOVERY_CODES, new_codes, methods=["GET"]),
         Route("/account/two-factor/remove", _signed_in_form(_remove), methods=["POST"]),  # type: ignore[arg-type]
     ]

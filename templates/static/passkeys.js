@@ -146,7 +146,11 @@
     const field = scope(element).querySelector("[data-passkey-name]");
     const options = await post("/passkeys/register/options", {});
     const credential = await navigator.credentials.create({ publicKey: creationOptions(options) });
-    go(await post("/passkeys/register", { credential: asJSON(credential), name: field ? field.value : "" }));
+    go(await post("/passkeys/register", {
+      credential: asJSON(credential),
+      name: field ? field.value : "",
+      next: nextOf(element),
+    }));
   };
 
   const wire = (selector, action) => {

@@ -31,7 +31,12 @@ def _enrol(accounts: Accounts, database: Database, user: User) -> tuple[pyotp.TO
     totp = pyotp.TOTP(setup.secret)
     with database.transaction() as session:
         codes = factors.confirm_totp(
-            accounts, session, session.get(User, user.id), totp.at(accounts.now()), CONTEXT
+            accounts,
+            session,
+            session.get(User, user.id),
+            totp.at(accounts.now()),
+            CONTEXT,
+            authenticated_at=accounts.now(),
         )
     return totp, codes
 

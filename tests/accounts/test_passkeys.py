@@ -47,7 +47,9 @@ def _register(
     **answer: Any,
 ) -> Passkey:
     with database.transaction() as session:
-        options, state = passkeys.registration_options(accounts, session, _loaded(session, user))
+        options, state = passkeys.registration_options(
+            accounts, session, _loaded(session, user), authenticated_at=accounts.now()
+        )
     credential = device.create(options, **answer)
     with database.transaction() as session:
         return passkeys.finish_registration(
@@ -129,7 +131,7 @@ def test_registration_options_ask_for_a_verified_discoverable_passkey(
     user = create_user(accounts, database, "options@example.com")
     with database.transaction() as session:
         options_json, state = passkeys.registration_options(
-            accounts, session, _loaded(session, user)
+            accounts, session, _loaded(session, user), authenticated_at=accounts.now()
         )
     options = json.loads(options_json)
     assert options["rp"]["id"] == "localhost"
@@ -193,7 +195,9 @@ def test_a_registration_challenge_lives_five_minutes(
     user = create_user(accounts, database, "late@example.com")
     device = SoftwareAuthenticator(passkeys.expected_origin(accounts.settings))
     with database.transaction() as session:
-        options, state = passkeys.registration_options(accounts, session, _loaded(session, user))
+        options, state = passkeys.registration_options(
+            accounts, session, _loaded(session, user), authenticated_at=accounts.now()
+        )
     clock.advance(timedelta(minutes=5, seconds=1))
     with database.transaction() as session, pytest.raises(passkeys.PasskeyRefused):
         passkeys.finish_registration(
@@ -214,7 +218,9 @@ def test_a_registration_started_for_another_account_is_refused(
     eve = create_user(accounts, database, "eve-start@example.com")
     device = SoftwareAuthenticator(passkeys.expected_origin(accounts.settings))
     with database.transaction() as session:
-        options, state = passkeys.registration_options(accounts, session, _loaded(session, ada))
+        options, state = passkeys.registration_options(
+            accounts, session, _loaded(session, ada), authenticated_at=accounts.now()
+        )
     with database.transaction() as session, pytest.raises(passkeys.PasskeyRefused):
         passkeys.finish_registration(
             accounts,
@@ -234,7 +240,9 @@ def test_registration_options_exclude_the_accounts_passkeys(
     device = SoftwareAuthenticator(passkeys.expected_origin(accounts.settings))
     _register(accounts, database, user, device)
     with database.transaction() as session:
-        options, _state = passkeys.registration_options(accounts, session, _loaded(session, user))
+        options, _state = passkeys.registration_options(
+            accounts, session, _loaded(session, user), authenticated_at=accounts.now()
+        )
     excluded = json.loads(options)["excludeCredentials"]
     assert [entry["id"] for entry in excluded] == [device.id]
     assert excluded[0]["transports"] == ["hybrid", "internal"]

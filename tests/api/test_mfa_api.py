@@ -407,3 +407,21 @@ def test_the_document_lists_the_mfa_operations(document: dict[str, Any]) -> None
     assert {"403", "429"} <= set(paths[MFA + "/recovery-codes"]["post"]["responses"])
     passkeys = document["components"]["schemas"]["SecondFactors"]["properties"]["passkeys"]
     assert passkeys["type"] == "array"
+
+
+def test_an_old_sign_in_needs_the_password_to_add_an_app(
+    account: Account, document: dict[str, Any]
+) -> None:
+    account.aged_token()
+    started = account.call("POST", "/totp")
+    assert started.status_code == 201, started.text
+    totp = pyotp.TOTP(started.json()["secret"])
+    remember_secret(totp.secret)
+    refused = account.call("POST", "/totp/confirm", json={"code": totp.now()})
+    problem = _problem(refused, 403)
+    assert problem["type"] == REAUTHENTICATION
+    _conforms(document, "POST", "/totp/confirm", refused)
+    assert not account.call("GET").json()["totp"]["enabled"]
+    right = account.call("POST", "/totp/confirm", json={"code": totp.now(), "password": PASSWORD})
+    assert right.status_code == 200, right.text
+    assert account.call("GET").json()["totp"]["enabled"]

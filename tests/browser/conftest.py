@@ -174,20 +174,22 @@ class LiveServer:
     pid: int
 
 
-@pytest.fixture
-def live_server(
-    database: Database,
+def _serve(
     database_url: str,
     redis_url: str | None,
     redis_prefix: str,
     smtp_sink: SmtpSink,
     tmp_path: Path,
+    host: str,
 ) -> Iterator[LiveServer]:
-    """``identity serve`` with one worker, mailing to ``smtp_sink``, cheap argon2."""
+    """``identity serve`` with one worker, mailing to ``smtp_sink``, cheap argon2, its issuer
+    at ``host`` (it listens on 127.0.0.1 either way)."""
     port = free_port()
     prefix = f"{redis_prefix}{secrets.token_hex(4)}:"  # limits counted per test
     env = served_environment(database_url, redis_url, prefix, tmp_path / "keys", port)
+    url = f"http://{host}:{port}"
     env.update(
+        IDENTITY_ISSUER=url,
         IDENTITY_SMTP_URL=f"smtp://127.0.0.1:{smtp_sink.port}",
         IDENTITY_OUTBOX_DIR=str(tmp_path / "outbox"),
         IDENTITY_ARGON2_TIME_COST="1",
@@ -198,12 +200,38 @@ def live_server(
         [sys.executable, "-m", "identity", "serve", "--port", str(port), "--workers", "1"],
         env=env,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(url, process)
+        wait_until_up(f"http://127.0.0.1:{port}", process)
         yield LiveServer(url=url, env=env, pid=process.pid)
     finally:
         stop_process(process)
+
+
+@pytest.fixture
+def live_server(
+    database: Database,
+    database_url: str,
+    redis_url: str | None,
+    redis_prefix: str,
+    smtp_sink: SmtpSink,
+    tmp_path: Path,
+) -> Iterator[LiveServer]:
+    """``identity serve`` at http://127.0.0.1:PORT."""
+    yield from _serve(database_url, redis_url, redis_prefix, smtp_sink, tmp_path, "127.0.0.1")
+
+
+@pytest.fixture
+def localhost_server(
+    database: Database,
+    database_url: str,
+    redis_url: str | None,
+    redis_prefix: str,
+    smtp_sink: SmtpSink,
+    tmp_path: Path,
+) -> Iterator[LiveServer]:
+    """``identity serve`` with its issuer at http://localhost:PORT: browsers refuse WebAuthn
+    on an IP address, so the passkey tests use this one."""
+    yield from _serve(database_url, redis_url, redis_prefix, smtp_sink, tmp_path, "localhost")
 
 
 # -- screenshots ----------------------------------------------------------------------------

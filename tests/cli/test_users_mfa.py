@@ -48,7 +48,14 @@ def _user(accounts: Accounts, database: Database, email: str, *, enrolled: bool)
         user = session.get(User, user.id)
         assert user is not None
         code = pyotp.TOTP(setup.secret).at(accounts.now())
-        assert len(factors.confirm_totp(accounts, session, user, code, CONTEXT)) == 10
+        assert (
+            len(
+                factors.confirm_totp(
+                    accounts, session, user, code, CONTEXT, authenticated_at=accounts.now()
+                )
+            )
+            == 10
+        )
     return user
 
 

@@ -68,7 +68,12 @@ def _enrol(
     totp = pyotp.TOTP(setup.secret)
     with database.transaction() as session:
         codes = factors.confirm_totp(
-            accounts, session, session.get(User, user_id), totp.at(time.time()), CONTEXT
+            accounts,
+            session,
+            session.get(User, user_id),
+            totp.at(time.time()),
+            CONTEXT,
+            authenticated_at=accounts.now(),
         )
     return totp, codes
 

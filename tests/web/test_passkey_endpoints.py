@@ -3,54 +3,19 @@ software authenticator (tests.software_authenticator) standing in for browser an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import select
-from starlette.applications import Starlette
-from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from identity.accounts import operators, sessions
-from identity.app import create_app
-from identity.config import Settings
 from identity.db import Database
 from identity.models import AuditEvent, BrowserSession, User, secret_digest
-from identity.web.passkeys import passkey_routes
 from tests.software_authenticator import SoftwareAuthenticator
+from tests.web.conftest import LOCAL_ISSUER
 from tests.web_helpers import PASSWORD, Browser, csrf_of
-
-LOCAL_ISSUER = "http://localhost:8000"
-
-
-def _app(settings: Settings) -> Starlette:
-    """The app, with the passkey endpoints added if it does not route them yet."""
-    app = create_app(settings)
-    if not any(isinstance(r, Route) and r.path == "/passkeys/login" for r in app.routes):
-        app.router.routes.extend(passkey_routes())
-    return app
-
-
-@pytest.fixture
-def start(
-    database: Database, settings_for: Callable[..., Settings]
-) -> Iterator[Callable[..., TestClient]]:
-    """Browsers on an app whose issuer is ``issuer``; each call is a browser of its own."""
-    started: list[TestClient] = []
-    apps: dict[str, Starlette] = {}
-
-    def browser(issuer: str = LOCAL_ISSUER) -> TestClient:
-        if issuer not in apps:
-            apps[issuer] = _app(settings_for(issuer=issuer))
-        client = TestClient(apps[issuer], base_url=issuer)
-        client.__enter__()
-        started.append(client)
-        return client
-
-    yield browser
-    for client in started:
-        client.__exit__(None, None, None)
 
 
 def _account(client: TestClient, email: str, verified: bool = True) -> User:

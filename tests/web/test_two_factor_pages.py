@@ -85,7 +85,12 @@ def _enrol_behind_its_back(http: TestClient, database: Database, user: User) -> 
     totp = pyotp.TOTP(setup.secret)
     with database.transaction() as session:
         factors.confirm_totp(
-            accounts, session, session.get(User, user.id), totp_code(totp, -1), _CONTEXT
+            accounts,
+            session,
+            session.get(User, user.id),
+            totp_code(totp, -1),
+            _CONTEXT,
+            authenticated_at=accounts.now(),
         )
     return totp
 
@@ -266,7 +271,54 @@ def test_a_password_reset_never_skips_the_second_factor(
     assert response.headers["location"] == "/login/two-factor" and not _signed_in_as(stranger)
 
 
+def test_a_password_reset_ends_a_sign_in_waiting_for_its_second_factor(
+    app_for: Callable[[Settings], TestClient],
+    settings_for: Callable[..., Settings],
+    mail_sink: MailSink,
+    user: User,
+    database: Database,
+) -> None:
+    owner = Browser(app_for(settings_for(smtp_url=mail_sink.url)))
+    owner.login(EMAIL)
+    totp, _ = set_up_authenticator(owner)
+    # Someone who knows the password and will learn a code is waiting at the second step.
+    waiting = Browser(app_for(settings_for(smtp_url=mail_sink.url)))
+    assert waiting.login(EMAIL).headers["location"] == "/login/two-factor"
+    assert owner.submit("/forgot-password", email=EMAIL).status_code == 303
+    token = link_from(mail_sink, EMAIL, "/reset-password").split("token=")[1]
+    new_password = "copper-harbour-lantern-92"
+    remember_secret(new_password)
+    page = f"/reset-password?token={token}"
+    assert owner.submit(page, token=token, password=new_password).status_code == 200
+    token = csrf_of(waiting.http.get("/login").text)  # the waiting browser's own session
+    finished = waiting.http.post(
+        "/login/two-factor",
+        data={"csrf_token": token, "code": totp_code(totp, 1)},
+        follow_redirects=False,
+    )
+    assert finished.status_code == 400 and "expired" in finished.text
+    assert not _signed_in_as(waiting)
+
+
 # -- managing the authenticator app --------------------------------------------------------
+
+
+def test_setting_up_an_app_needs_a_recent_sign_in_or_the_password(
+    signed_in: Browser, database: Database, user: User
+) -> None:
+    _age_sign_in(database, user)
+    asked = signed_in.http.get("/account/two-factor/setup")
+    assert asked.status_code == 200 and 'name="password"' in asked.text
+    assert "otpauth://" not in asked.text
+    wrong = signed_in.submit("/account/two-factor/setup", password="not-the-password")
+    assert wrong.status_code == 400 and "otpauth://" not in wrong.text
+    confirmed = signed_in.submit("/account/two-factor/setup", password=PASSWORD)
+    assert confirmed.status_code == 303
+    page = signed_in.http.get(confirmed.headers["location"])
+    assert "otpauth://" in page.text
+    totp = authenticator_of(page.text)
+    turned_on = signed_in.submit("/account/two-factor/setup", code=totp.now())
+    assert turned_on.status_code == 200 and len(recovery_codes_in(turned_on.text)) == 10
 
 
 def test_the_setup_page_shows_the_uri_and_a_qr_code_under_the_csp(signed_in: Browser) -> None:
