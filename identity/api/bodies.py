@@ -89,6 +89,12 @@ class ConfirmTotpRequest(RequestBody):
     password: Password | None = None
 
 
+class RenamePasskeyRequest(RequestBody):
+    """The passkey's new name: one line, up to 100 characters."""
+
+    name: Name
+
+
 class ReauthenticateRequest(RequestBody):
     """The password, needed unless the access token's sign-in (``auth_time``) is recent."""
 
@@ -161,7 +167,7 @@ class Passkey(BaseModel):
 
 
 class SecondFactors(BaseModel):
-    """The account's second factors; ``passkeys`` stays empty until passkeys are supported."""
+    """The account's second factors (passkeys are registered in the browser, on /account)."""
 
     totp: TotpStatus
     recovery_codes: RecoveryCodesStatus

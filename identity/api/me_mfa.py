@@ -7,20 +7,22 @@ token's ``auth_time`` within ``factors.RECENT``, or else the password sent in th
 
 from __future__ import annotations
 
-from identity import repositories
-from identity.accounts import factors
-from identity.accounts.errors import InvalidCode
+from identity import models, repositories
+from identity.accounts import factors, passkeys
+from identity.accounts.errors import InvalidCode, InvalidInput
 from identity.api.bodies import (
     ConfirmTotpRequest,
+    Passkey,
     ReauthenticateRequest,
     RecoveryCodes,
     RecoveryCodesStatus,
+    RenamePasskeyRequest,
     SecondFactors,
     TotpSetup,
     TotpStatus,
 )
 from identity.api.calls import ApiCall, Result
-from identity.api.problems import Problem, conflict, invalid_code, not_found
+from identity.api.problems import Problem, conflict, invalid_code, invalid_input, not_found
 
 
 def _totp_enabled() -> Problem:
@@ -48,8 +50,50 @@ def get_factors(call: ApiCall) -> Result:
             last_used_at=summary.totp_last_used_at,
         ),
         recovery_codes=RecoveryCodesStatus(remaining=summary.recovery_codes_left),
-        passkeys=[],
+        passkeys=[_passkey(passkey) for passkey in passkeys.list_passkeys(call.db, call.me)],
     )
+
+
+def _passkey(passkey: models.Passkey) -> Passkey:
+    return Passkey(
+        id=str(passkey.id),
+        name=passkey.name,
+        created_at=passkey.created_at,
+        last_used_at=passkey.last_used_at,
+    )
+
+
+def _passkey_id(call: ApiCall) -> int:
+    """The path's passkey id; anything but a number of ours is a 404 before any query."""
+    raw = call.path["passkey_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise not_found("You have no passkey with this id.")
+    return int(raw)
+
+
+def rename_passkey(call: ApiCall) -> Result:
+    """Give one of the account's passkeys a new name."""
+    body = call.body_as(RenamePasskeyRequest)
+    passkey_id = _passkey_id(call)
+    if repositories.get_passkey(call.db, call.me.id, passkey_id) is None:
+        raise not_found("You have no passkey with this id.")
+    try:
+        renamed = passkeys.rename_passkey(
+            call.accounts, call.db, call.me, passkey_id, body.name, call.context
+        )
+    except InvalidInput as error:
+        raise invalid_input(error.fields) from None
+    return _passkey(renamed)
+
+
+def remove_passkey(call: ApiCall) -> Result:
+    """Remove one of the account's passkeys (needs a recent sign-in, as any factor's removal)."""
+    passkey_id = _passkey_id(call)
+    if repositories.get_passkey(call.db, call.me.id, passkey_id) is None:
+        raise not_found("You have no passkey with this id.")
+    _confirm_recent_sign_in(call)
+    passkeys.remove_passkey(call.accounts, call.db, call.me, passkey_id, call.context)
+    return None
 
 
 def begin_totp(call: ApiCall) -> Result:

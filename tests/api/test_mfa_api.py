@@ -24,6 +24,7 @@ from identity.db import Database
 from identity.models import (
     AuditEvent,
     OutboxMessage,
+    Passkey,
     RecoveryCode,
     RefreshToken,
     TotpFactor,
@@ -425,3 +426,59 @@ def test_an_old_sign_in_needs_the_password_to_add_an_app(
     right = account.call("POST", "/totp/confirm", json={"code": totp.now(), "password": PASSWORD})
     assert right.status_code == 200, right.text
     assert account.call("GET").json()["totp"]["enabled"]
+
+
+# -- passkeys (registered in the browser; listed, renamed and removed here) -------------------
+
+
+def _stored_passkey(account: Account, name: str = "Laptop") -> int:
+    """A passkey row as a browser's registration leaves it (the ceremony is
+    tests/web/test_passkey_endpoints.py's business)."""
+    with account.database.transaction() as session:
+        row = Passkey(
+            user_id=account.id,
+            credential_id=f"cred-{uuid.uuid4().hex}",
+            public_key=b"\x01",
+            sign_count=0,
+            aaguid="00000000-0000-0000-0000-000000000000",
+            name=name,
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def test_passkeys_are_listed_renamed_and_removed(
+    account: Account, document: dict[str, Any]
+) -> None:
+    passkey_id = _stored_passkey(account)
+    listed = _conforms(document, "GET", "", account.call("GET"))
+    assert [p["name"] for p in listed["passkeys"]] == ["Laptop"]
+    assert listed["passkeys"][0]["id"] == str(passkey_id)
+    renamed = account.call("PATCH", f"/passkeys/{passkey_id}", json={"name": " Phone "})
+    assert renamed.status_code == 200, renamed.text
+    assert _conforms(document, "PATCH", "/passkeys/{passkey_id}", renamed)["name"] == "Phone"
+    bad = account.call("PATCH", f"/passkeys/{passkey_id}", json={"name": "a\nb"})
+    assert _fields(_problem(bad, 400)) == {"name"}
+    removed = account.call("DELETE", f"/passkeys/{passkey_id}")
+    assert removed.status_code == 204, removed.text
+    assert account.call("GET").json()["passkeys"] == []
+    assert "mfa.removed" in account.audit_types()
+
+
+def test_removing_a_passkey_needs_a_recent_sign_in(
+    account: Account, document: dict[str, Any]
+) -> None:
+    passkey_id = _stored_passkey(account)
+    account.aged_token()
+    refused = account.call("DELETE", f"/passkeys/{passkey_id}")
+    assert _problem(refused, 403)["type"] == REAUTHENTICATION
+    _conforms(document, "DELETE", "/passkeys/{passkey_id}", refused)
+    right = account.call("DELETE", f"/passkeys/{passkey_id}", json={"password": PASSWORD})
+    assert right.status_code == 204, right.text
+
+
+@pytest.mark.parametrize("passkey_id", ["999999", "abc", "1" * 40])
+def test_a_passkey_that_is_not_the_accounts_is_404(account: Account, passkey_id: str) -> None:
+    _problem(account.call("PATCH", f"/passkeys/{passkey_id}", json={"name": "Mine"}), 404)
+    _problem(account.call("DELETE", f"/passkeys/{passkey_id}"), 404)
