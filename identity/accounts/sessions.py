@@ -49,19 +49,37 @@ class SessionPolicy:
 def load(
     session: Session, cookie_value: str | None, now: datetime, policy: SessionPolicy
 ) -> BrowserSession | None:
-    """The live session the cookie names, or None. Expired rows are deleted on sight."""
+    """The live session the cookie names, or None. Only reads: ``upkeep`` writes, at the end
+    of the request (on SQLite a write here would hold the one write lock for the whole
+    request, and a refusal's audit row, written in its own transaction, would wait on it)."""
     if not cookie_value or len(cookie_value) > 128:
         return None
     row = repositories.get_browser_session(session, secret_digest(cookie_value))
-    if row is None:
+    if row is None or _expired(row, now, policy):
         return None
-    idle_limit = policy.idle if row.user_id is not None else _ANONYMOUS_LIFETIME
-    if row.expires_at <= now or now - row.last_seen_at > idle_limit:
-        repositories.delete_browser_session(session, row.id)
-        return None
-    if now - row.last_seen_at > _TOUCH_EVERY:  # not a write on every page view
-        row.last_seen_at = now
     return row
+
+
+def upkeep(
+    session: Session, cookie_value: str | None, now: datetime, policy: SessionPolicy
+) -> None:
+    """After the request's work: delete the cookie's session if it expired, else note that
+    it was seen (at most once a minute, so not a write on every page view). Nothing when the
+    request replaced or ended it."""
+    if not cookie_value or len(cookie_value) > 128:
+        return
+    row = repositories.get_browser_session(session, secret_digest(cookie_value))
+    if row is None:
+        return
+    if _expired(row, now, policy):
+        repositories.delete_browser_session(session, row.id)
+    elif now - row.last_seen_at > _TOUCH_EVERY:
+        row.last_seen_at = now
+
+
+def _expired(row: BrowserSession, now: datetime, policy: SessionPolicy) -> bool:
+    idle_limit = policy.idle if row.user_id is not None else _ANONYMOUS_LIFETIME
+    return row.expires_at <= now or now - row.last_seen_at > idle_limit
 
 
 def _create(

@@ -203,18 +203,24 @@ async def transact(
         try:
             with accounts.database.transaction() as db:
                 browser = sessions.load(db, cookie, accounts.now(), policy)
-                user = None
+                user, ended = None, None
                 if browser is not None and browser.user_id is not None:
                     user = repositories.get_user(db, browser.user_id)
                     if user is None or not user.is_active:
-                        sessions.end(db, browser)
-                        browser, user = None, None
+                        ended, browser, user = browser, None, None
                 visit = Visit(db, browser, user, context)
                 if user is not None:
                     logs.note(user_id=str(user.id))
                 if form is not None and not sessions.csrf_matches(browser, form.get("csrf_token")):
                     raise CsrfRejected()
-                return work(visit), visit
+                response = work(visit)
+                # Writes of the session's own upkeep come last: on SQLite the first write of
+                # a transaction takes the one write lock, which a refusal's audit row (its own
+                # transaction, inside ``work``) must not find taken.
+                if ended is not None and visit.browser is None:
+                    sessions.end(db, ended)  # a disabled or deleted user's session
+                sessions.upkeep(db, cookie, accounts.now(), policy)
+                return response, visit
         except CsrfRejected:
             response = message(
                 request,
