@@ -40,8 +40,11 @@ def _log_in(
 
 
 def _load(database: Database, cookie: str, at: datetime) -> BrowserSession | None:
+    """A visit, as a page request makes it: load the session, and its upkeep at the end."""
     with database.transaction() as session:
-        return sessions.load(session, cookie, at, _POLICY)
+        row = sessions.load(session, cookie, at, _POLICY)
+        sessions.upkeep(session, cookie, at, _POLICY)
+        return row
 
 
 def _exists(database: Database, row: BrowserSession) -> bool:
