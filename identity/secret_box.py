@@ -75,6 +75,16 @@ def new_key() -> str:
 
 
 def _key_file_lines(path: Path) -> list[str]:
+    try:
+        return _read_or_make(path)
+    except OSError as error:  # a read-only keys folder (a mounted secret) without the file
+        raise SecretBoxError(
+            f"no secret key: {path} is missing and cannot be made ({error.strerror}); set "
+            "IDENTITY_SECRET_KEY (make one with: identity keys secret) or add the file"
+        ) from None
+
+
+def _read_or_make(path: Path) -> list[str]:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         # Written aside, then linked into place: link fails when the file exists, so of two

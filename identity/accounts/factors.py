@@ -370,14 +370,7 @@ def check_recent(
         or not accounts.hasher.verify(user.password_hash, password)
     ):
         accounts.limiter.hit("login.account", user.email)
-        with accounts.database.transaction() as own:
-            audit.record(
-                own,
-                "reauthentication.failed",
-                context=context,
-                outcome="failure",
-                subject=str(user.id),
-            )
+        _record_apart(accounts, "reauthentication.failed", user, context, {})
         raise InvalidInput({"password": "That password is wrong."})
 
 
