@@ -24,6 +24,8 @@ from typing import IO, Any
 
 from joserfc.jwk import KeySet, RSAKey
 
+from identity.secret_box import ensure_key_file
+
 log = logging.getLogger("identity.keys")
 
 MANIFEST = "manifest.json"
@@ -257,6 +259,9 @@ class KeyStore:
         with self._locked(lock_file):
             if (self.directory / MANIFEST).exists():
                 return False
+            # Before the manifest, which says the set is complete: a folder mounted read-only
+            # later must hold the key of the secrets at rest too (identity.secret_box).
+            ensure_key_file(self.directory)
             self._write([self._new_key("active"), self._new_key("next")])
             log.info("generated the first signing keys in %s", self.directory)
             return True

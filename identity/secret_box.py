@@ -84,6 +84,11 @@ def _key_file_lines(path: Path) -> list[str]:
         ) from None
 
 
+def ensure_key_file(directory: Path) -> None:
+    """Make ``secret.keys`` in ``directory`` unless it is there (the key set's first start)."""
+    _read_or_make(directory / KEY_FILE)
+
+
 def _read_or_make(path: Path) -> list[str]:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

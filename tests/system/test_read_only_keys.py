@@ -13,6 +13,7 @@ import httpx
 
 from identity.db import Database
 from identity.keys import KeyStore
+from identity.secret_box import new_key
 from tests.conftest import free_port, run_cli, served_environment, stop_process, wait_until_up
 from tests.system.read_only_helpers import read_only, read_only_command
 
@@ -110,3 +111,30 @@ def test_serve_signs_with_a_complete_read_only_folder(
     assert len(jwks["keys"]) == 2
     assert token.status_code == 200 and token.json()["token_type"] == "Bearer"
     assert sorted(path.name for path in folder.iterdir()) == files
+
+
+def test_a_complete_key_set_holds_the_key_of_the_secrets_at_rest(tmp_path: Path) -> None:
+    assert "secret.keys" in _complete_key_set(tmp_path / "keys")
+
+
+def test_a_read_only_folder_without_the_secret_key_needs_the_setting(
+    database: Database, database_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "keys"
+    _complete_key_set(folder)
+    (folder / "secret.keys").unlink()  # a key set made before secrets at rest existed
+    env = _env(database_url, folder)
+    with read_only(folder) as prefix:
+        result = _identity(env, prefix, folder, "serve", "--port", str(free_port()))
+        assert result.returncode != 0
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "Traceback" not in result.stderr and "IDENTITY_SECRET_KEY" in result.stderr
+        env["IDENTITY_SECRET_KEY"] = new_key()
+        port = free_port()
+        argv = [sys.executable, "-m", "identity", "serve", "--port", str(port)]
+        server = subprocess.Popen(read_only_command(prefix, folder, argv), env=env)
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}", server)
+        finally:
+            stop_process(server)
+    assert not (folder / "secret.keys").exists()
