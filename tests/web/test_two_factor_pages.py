@@ -42,6 +42,17 @@ _CONTEXT = RequestContext(ip="203.0.113.9", user_agent="pytest")
 
 
 @pytest.fixture
+def http(
+    app_for: Callable[[Settings], TestClient],
+    settings_for: Callable[..., Settings],
+    mail_sink: MailSink,
+) -> TestClient:
+    """The app, mailing to the sink: every app of a test runs an outbox sender on the same
+    database, and one without SMTP would write a mail the test waits for to a file instead."""
+    return app_for(settings_for(smtp_url=mail_sink.url))
+
+
+@pytest.fixture
 def new_browser(
     app_for: Callable[[Settings], TestClient], settings: Settings
 ) -> Callable[[], Browser]:
