@@ -47,6 +47,7 @@ from identity.web.account import account_routes
 from identity.web.authorize import authorize_routes
 from identity.web.device import device_routes
 from identity.web.end_session import end_session_routes
+from identity.web.federation import federation_routes
 from identity.web.passkey_pages import passkey_page_routes
 from identity.web.passkeys import passkey_routes
 from identity.web.signin import signin_routes
@@ -254,6 +255,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *end_session_routes(),
         *signin_routes(),
         *two_factor_routes(),
+        *federation_routes(),
         *passkey_routes(),
         *passkey_page_routes(),
         *signup_routes(),
@@ -295,6 +297,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.discovery = metadata(settings.issuer, protocol.grant_types(settings))
     app.state.discovery_body = json.dumps(app.state.discovery, separators=(",", ":")).encode()
     app.state.accounts = accounts
+    app.state.providers = services.providers
     app.state.limiter = accounts.limiter
     app.state.session_policy = SessionPolicy(
         idle=timedelta(seconds=settings.session_idle_seconds),

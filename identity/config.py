@@ -143,7 +143,10 @@ class Settings:
         10.0, _non_negative_float, doc="How often a running server looks for key changes"
     )
     insecure_http: bool = _setting(
-        False, _boolean, doc="Allow a non-loopback `http://` issuer (development only)"
+        False,
+        _boolean,
+        doc="Allow a non-loopback `http://` issuer, and `http://` upstream providers "
+        "(development only)",
     )
     access_token_ttl: int = _setting(600, _positive_int, doc="Access token lifetime, seconds")
     id_token_ttl: int = _setting(600, _positive_int, doc="ID token lifetime, seconds")

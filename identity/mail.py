@@ -49,13 +49,15 @@ SUBJECTS: dict[str, str] = {
     "second_factor_added": "A second factor was added to your account",
     "second_factor_removed": "A second factor was removed from your account",
     "recovery_code_used": "A recovery code was used to sign in to your account",
+    "provider_linked": "{{ provider }} was linked to your account",
+    "link_code": "Your code to link {{ provider }} to your account",
 }
 
 # Mails anyone can have sent to any address (by typing it into a form): they carry no text
 # the requester chose, such as a display name (a "Hi Visit http://evil..." is phishing in our
 # name), and over the address's cap they are dropped.
 OPEN_TEMPLATES = frozenset(
-    {"verify_email", "signup_exists", "password_reset", "email_change_confirm"}
+    {"verify_email", "signup_exists", "password_reset", "email_change_confirm", "link_code"}
 )
 # Notices of a change to an account, sent to its own address by someone holding its
 # password or mailbox. They count against the cap but are never dropped: whoever filled the
@@ -67,6 +69,7 @@ NOTICES = frozenset(
         "second_factor_added",
         "second_factor_removed",
         "recovery_code_used",
+        "provider_linked",
     }
 )
 # Every mail to one address counts against this named limiter (identity.limits).

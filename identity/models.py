@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     Uuid,
 )
 from sqlalchemy.engine import Dialect
@@ -244,6 +245,8 @@ class BrowserSession(Base):
     expires_at: Mapped[datetime]
     auth_time: Mapped[datetime | None]
     amr: Mapped[list[str]] = mapped_column(default=list)
+    # The upstream provider of a federated sign-in (the ``idp`` claim), else None.
+    idp: Mapped[str | None] = mapped_column(String(40))
     ip: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -326,6 +329,8 @@ class AuthorizationCode(Base):
     code_challenge_method: Mapped[str] = mapped_column(String(10))
     auth_time: Mapped[datetime]
     amr: Mapped[list[str]] = mapped_column(default=list)
+    # The upstream provider of a federated sign-in (the ``idp`` claim), else None.
+    idp: Mapped[str | None] = mapped_column(String(40))
     session_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
@@ -376,6 +381,8 @@ class RefreshToken(Base):
     audience: Mapped[list[str]] = mapped_column(default=list)
     auth_time: Mapped[datetime]
     amr: Mapped[list[str]] = mapped_column(default=list)
+    # The upstream provider of a federated sign-in (the ``idp`` claim), else None.
+    idp: Mapped[str | None] = mapped_column(String(40))
     session_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]  # idle expiry, never past family_expires_at
@@ -420,6 +427,8 @@ class DeviceAuthorization(Base):
     # carry it, as a code's do.
     auth_time: Mapped[datetime | None]
     amr: Mapped[list[str]] = mapped_column(default=list)
+    # The upstream provider of a federated sign-in (the ``idp`` claim), else None.
+    idp: Mapped[str | None] = mapped_column(String(40))
     session_id: Mapped[str | None] = mapped_column(String(64))
     interval: Mapped[int] = mapped_column(default=5)
     last_polled_at: Mapped[datetime | None]
@@ -477,5 +486,42 @@ class Passkey(Base):
     backup_eligible: Mapped[bool] = mapped_column(default=False)
     backup_state: Mapped[bool] = mapped_column(default=False)
     name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+
+class UpstreamProvider(Base):
+    """Another identity provider people may sign in with ("Continue with ..."), configured by
+    an operator: an OpenID Connect issuer, or GitHub (OAuth 2.0 and its user API)."""
+
+    __tablename__ = "upstream_providers"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "oidc" or "github"
+    issuer: Mapped[str] = mapped_column(String(500))
+    client_id: Mapped[str] = mapped_column(String(255))
+    # Encrypted (identity.secret_box): it is sent to the upstream, so it must be read back.
+    client_secret_sealed: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(String(500))
+    label: Mapped[str] = mapped_column(String(100))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    # The upstream's own second factor (its amr) counts as ours for clients that require one.
+    trust_mfa: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class FederatedIdentity(Base):
+    """A link from an upstream account (provider, its ``sub``) to a local user. Keyed by the
+    upstream subject, never by email: an address can change hands upstream."""
+
+    __tablename__ = "federated_identities"
+    __table_args__ = (UniqueConstraint("provider", "subject"), Index(None, "user_id"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(ForeignKey("upstream_providers.name", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey(_USER_FK, ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]

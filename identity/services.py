@@ -21,6 +21,7 @@ from identity.loop_redis import LoopRedis
 from identity.protocol.server import IdentityServer
 from identity.protocol.tokens import AccessTokenIssuer
 from identity.token_families import TokenFamilies
+from identity.upstream_providers import UpstreamProviders
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Services:
     accounts: Accounts
     oauth: IdentityServer
     audit_writer: GroupCommit
+    providers: UpstreamProviders
 
 
 def redis_client(settings: Settings) -> redis.Redis | None:
@@ -75,6 +77,8 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
     oauth = protocol.build_server(
         settings, database, issuer, denylist, families, accounts, audit_writer
     )
+    # The same box as the accounts' secrets: one key set to configure and rotate.
+    providers = UpstreamProviders(settings, accounts.secret_box)
     return Services(
         settings=settings,
         database=database,
@@ -86,4 +90,5 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
         accounts=accounts,
         oauth=oauth,
         audit_writer=audit_writer,
+        providers=providers,
     )

@@ -66,6 +66,14 @@ CONTEXTS: dict[str, dict[str, Any]] = {
         "account_link": f"{ISSUER}/account",
         "reset_link": f"{ISSUER}/forgot-password",
     },
+    # identity.accounts.federation.link_after_proof
+    "link_code": {"code": "482913", "provider": "Corp", "minutes": 10},
+    "provider_linked": {
+        "name": "Ada",
+        "provider": "Google",
+        "account_link": f"{ISSUER}/account",
+        "reset_link": f"{ISSUER}/forgot-password",
+    },
 }
 
 

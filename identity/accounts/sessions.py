@@ -90,6 +90,7 @@ def _create(
     *,
     user_id: uuid.UUID | None = None,
     amr: list[str] | None = None,
+    idp: str | None = None,
     data: dict[str, Any] | None = None,
 ) -> tuple[str, BrowserSession]:
     cookie_value = secrets.token_urlsafe(32)
@@ -103,6 +104,7 @@ def _create(
         expires_at=expires_at,
         auth_time=now if user_id is not None else None,
         amr=amr or [],
+        idp=idp,
         ip=context.ip,
         user_agent=(context.user_agent or "")[:512] or None,
         data=data or {},
@@ -126,14 +128,16 @@ def start_authenticated(
     policy: SessionPolicy,
     context: RequestContext,
     amr: list[str],
+    idp: str | None = None,
 ) -> tuple[str, BrowserSession]:
-    """Log in: always a new session id (no fixation); pending flow data carries over."""
+    """Log in: always a new session id (no fixation); pending flow data carries over.
+    ``idp`` names the upstream provider of a federated sign-in (its tokens' ``idp`` claim)."""
     data: dict[str, Any] = {}
     if previous is not None:
         data = dict(previous.data)
         repositories.delete_browser_session(session, previous.id)
     return _create(
-        session, now, now + policy.absolute, context, user_id=user_id, amr=amr, data=data
+        session, now, now + policy.absolute, context, user_id=user_id, amr=amr, idp=idp, data=data
     )
 
 
@@ -192,6 +196,7 @@ class PendingSignIn:
     amr: list[str]
     next_path: str
     started_at: float = 0.0
+    idp: str | None = None
 
     def still_valid_for(self, user: User) -> bool:
         """False once the account was disabled, or its password changed after the password
@@ -201,11 +206,23 @@ class PendingSignIn:
 
 
 def await_second_factor(
-    browser: BrowserSession, user_id: uuid.UUID, now: datetime, amr: list[str], next_path: str
+    browser: BrowserSession,
+    user_id: uuid.UUID,
+    now: datetime,
+    amr: list[str],
+    next_path: str,
+    idp: str | None = None,
 ) -> None:
     """Keep a half-done sign-in in ``browser``'s server-side data, for ``SECOND_FACTOR_WAIT``:
-    only this browser can finish it, and only with the second factor."""
-    record = {"user": str(user_id), "at": now.timestamp(), "amr": amr, "next": next_path}
+    only this browser can finish it, and only with the second factor. ``idp``: the upstream
+    provider of a federated first step, which the finished sign-in keeps."""
+    record = {
+        "user": str(user_id),
+        "at": now.timestamp(),
+        "amr": amr,
+        "next": next_path,
+        "idp": idp,
+    }
     browser.data = {**browser.data, _SECOND_FACTOR: record}
 
 
@@ -225,6 +242,7 @@ def pending_sign_in(browser: BrowserSession | None, now: datetime) -> PendingSig
         list(record.get("amr") or ["pwd"]),
         str(record.get("next") or ""),
         float(record.get("at", 0)),
+        str(record["idp"]) if record.get("idp") else None,
     )
 
 

@@ -203,4 +203,4 @@ class DeviceCodeGrant(IssuingGrant, rfc8628.DeviceCodeGrant):  # type: ignore[mi
         # The sign-in of the browser session that approved (set with status "approved").
         row: DeviceAuthorization = self.request.credential
         assert row.auth_time is not None
-        return Authentication(row.auth_time, tuple(row.amr or ["pwd"]), row.session_id)
+        return Authentication(row.auth_time, tuple(row.amr or ["pwd"]), row.session_id, row.idp)

@@ -203,6 +203,7 @@ def metadata(issuer: str, grant_types: list[str]) -> dict[str, Any]:
             "amr",
             "azp",
             "sid",
+            "idp",
             "email",
             "email_verified",
             "name",

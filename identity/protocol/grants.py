@@ -304,6 +304,7 @@ class AuthorizationCodeGrant(IssuingGrant, grants.AuthorizationCodeGrant):  # ty
                 code_challenge_method="S256",
                 auth_time=authentication.auth_time,
                 amr=list(authentication.amr),
+                idp=authentication.idp,
                 session_id=authentication.session_id,
                 created_at=now,
                 expires_at=now + timedelta(seconds=self.server.settings.authorization_code_ttl),
@@ -343,7 +344,7 @@ class AuthorizationCodeGrant(IssuingGrant, grants.AuthorizationCodeGrant):  # ty
 
     def authentication(self) -> Authentication:
         code: AuthorizationCode = self.request.authorization_code
-        return Authentication(code.auth_time, tuple(code.amr), code.session_id)
+        return Authentication(code.auth_time, tuple(code.amr), code.session_id, code.idp)
 
     def nonce(self) -> str | None:
         code: AuthorizationCode = self.request.authorization_code

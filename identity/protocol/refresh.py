@@ -179,7 +179,7 @@ class RefreshTokenGrant(IssuingGrant, grants.RefreshTokenGrant):  # type: ignore
     def authentication(self) -> Authentication | None:
         assert self._parent is not None
         row = self._parent.row
-        return Authentication(row.auth_time, tuple(row.amr), row.session_id)
+        return Authentication(row.auth_time, tuple(row.amr), row.session_id, row.idp)
 
     def granted_audience(self) -> list[str]:
         # The family's: every resource of the original grant (RFC 8707 §2.2).

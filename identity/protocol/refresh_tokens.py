@@ -85,6 +85,7 @@ class RefreshTokens:
             audience=list(audience),
             auth_time=authentication.auth_time,
             amr=list(authentication.amr),
+            idp=authentication.idp,
             session_id=authentication.session_id,
             created_at=now,
             expires_at=min(

@@ -51,11 +51,13 @@ class InvalidToken(Exception):
 @dataclass(frozen=True)
 class Authentication:
     """How and when the user behind a grant logged in: carried from the login through codes
-    and refresh tokens into every token (auth_time, amr) and tied to the browser session."""
+    and refresh tokens into every token (auth_time, amr) and tied to the browser session.
+    ``idp`` names the upstream provider of a federated sign-in; None for our own."""
 
     auth_time: datetime
     amr: tuple[str, ...] = ("pwd",)
     session_id: str | None = None
+    idp: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,8 @@ class IdTokenIssuer(_Signer):
             payload["at_hash"] = at_hash(access_token)
         if authentication.session_id:
             payload["sid"] = session_sid(authentication.session_id)
+        if authentication.idp:
+            payload["idp"] = authentication.idp
         return self._sign(payload)
 
 

@@ -8,9 +8,11 @@ from identity.repositories.clients import *  # noqa: F403
 from identity.repositories.device_authorizations import *  # noqa: F403
 from identity.repositories.emailed_secrets import *  # noqa: F403
 from identity.repositories.factors import *  # noqa: F403
+from identity.repositories.federated_identities import *  # noqa: F403
 from identity.repositories.grants import *  # noqa: F403
 from identity.repositories.outbox import *  # noqa: F403
 from identity.repositories.passkeys import *  # noqa: F403
+from identity.repositories.providers import *  # noqa: F403
 from identity.repositories.refresh_tokens import *  # noqa: F403
 from identity.repositories.revoked_tokens import *  # noqa: F403
 from identity.repositories.users import *  # noqa: F403

@@ -73,9 +73,10 @@ def decide_device_authorization(
     auth_time: datetime,
     amr: list[str] | None = None,
     session_id: str | None = None,
+    idp: str | None = None,
 ) -> DeviceAuthorization | None:
     """Approve or deny a pending, live authorization atomically; None if it is not one.
-    ``auth_time``, ``amr`` and ``session_id`` say how the deciding person signed in."""
+    ``auth_time``, ``amr``, ``idp`` and ``session_id`` say how the deciding person signed in."""
     decide = (
         update(DeviceAuthorization)
         .where(
@@ -88,6 +89,7 @@ def decide_device_authorization(
             user_id=user_id,
             auth_time=auth_time,
             amr=list(amr or []),
+            idp=idp,
             session_id=session_id,
         )
         .returning(DeviceAuthorization)

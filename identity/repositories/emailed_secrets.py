@@ -20,6 +20,7 @@ __all__ = [
     "get_one_time_token",
     "keep_newest_challenges",
     "live_challenges",
+    "live_one_time_tokens",
     "lock_challenge_owner",
     "prune_one_time_secrets",
     "use_challenge",
@@ -106,6 +107,19 @@ def add_one_time_token(session: Session, token: OneTimeToken) -> None:
 def get_one_time_token(session: Session, digest: str, purpose: str) -> OneTimeToken | None:
     token = session.get(OneTimeToken, digest)
     return token if token is not None and token.purpose == purpose else None
+
+
+def live_one_time_tokens(
+    session: Session, user_id: uuid.UUID, purpose: str, now: datetime
+) -> Sequence[OneTimeToken]:
+    """The user's unused, unexpired tokens of ``purpose``, newest first."""
+    query = select(OneTimeToken).where(
+        OneTimeToken.user_id == user_id,
+        OneTimeToken.purpose == purpose,
+        OneTimeToken.used_at.is_(None),
+        OneTimeToken.expires_at > now,
+    )
+    return session.scalars(query.order_by(OneTimeToken.created_at.desc())).all()
 
 
 def use_one_time_token(session: Session, digest: str, now: datetime) -> bool:

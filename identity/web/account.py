@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from identity.accounts import factors, passkeys, profile
+from identity.accounts import factors, federation, passkeys, profile
 from identity.accounts.credential_events import Current
 from identity.accounts.errors import AccountError, InvalidInput
 from identity.protocol.scopes import describe_scopes
@@ -52,6 +52,7 @@ def _account_page(request: Request, visit: Visit, status: int = 200, **context: 
         pending_email=profile.pending_email(accounts, visit.db, visit.user),
         two_factor=factors.summary(visit.db, visit.user),
         passkey_list=passkeys.list_passkeys(visit.db, visit.user),
+        provider_links=federation.links(visit.db, visit.user),
         **context,
     )
 

@@ -268,7 +268,7 @@ def _continue(request: Request, visit: Visit, rid: str) -> Response:
                     scopes=describe_scopes(scope),
                 )
         oauth_request.authentication = Authentication(
-            browser.auth_time, tuple(browser.amr or ["pwd"]), browser.id
+            browser.auth_time, tuple(browser.amr or ["pwd"]), browser.id, browser.idp
         )
         response = server.create_authorization_response(oauth_request, grant_user=user, grant=grant)
         _forget(visit, rid)

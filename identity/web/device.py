@@ -134,6 +134,7 @@ async def device_decision(request: Request) -> Response:
                 # The device's tokens (and ID token) carry this browser session's sign-in.
                 auth_time=visit.browser.auth_time or now,
                 amr=list(visit.browser.amr or ["pwd"]),
+                idp=visit.browser.idp,
                 session_id=visit.browser.id,
             )
         if row is None:

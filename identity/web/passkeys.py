@@ -200,6 +200,7 @@ def _register(request: Request, visit: Visit, body: dict[str, Any]) -> Response:
             policy_of(request),
             visit.context,
             factors.with_factor(visit.browser.amr or ["pwd"], "hwk"),
+            idp=visit.browser.idp,
         )
     next_path = safe_next(str(body.get("next") or ""), "")
     codes = factors.recovery_codes_for_first_factor(accounts, visit.db, user)
@@ -254,15 +255,17 @@ def _sign_in(request: Request, visit: Visit, body: dict[str, Any]) -> Response:
     if pending is not None and not pending.still_valid_for(user):
         sessions.forget_pending_sign_in(visit.browser)
         return _problem(400, "no_pending_sign_in", "Sign in with your password again.")
+    idp = None
     if pending is not None:
         amr, wanted = factors.with_factor(pending.amr, "hwk"), pending.next_path
+        idp = pending.idp
     else:
         amr, wanted = list(passkeys.PASSKEY_AMR), str(body.get("next") or "")
     # A sign-in finished here supersedes any other half-done one in this browser.
     sessions.forget_pending_sign_in(visit.browser)
     resume = pending_resume_path(visit)
     visit.new_cookie, visit.browser = sessions.start_authenticated(
-        visit.db, visit.browser, user.id, accounts.now(), policy, visit.context, amr
+        visit.db, visit.browser, user.id, accounts.now(), policy, visit.context, amr, idp=idp
     )
     visit.user = user
     return _answer({"redirect": safe_next(wanted, resume or "/account")})

@@ -32,7 +32,11 @@ from identity.web.signup import check_email
 
 async def login(request: Request) -> Response:
     if request.method == "GET":
-        return await transact(request, lambda visit: form_page("login.html")(request, visit))
+
+        def show(visit: Visit) -> Response:
+            return form_page("login.html", providers=_providers(request, visit))(request, visit)
+
+        return await transact(request, show)
     form = await read_form(request)
     accounts, policy = accounts_of(request), policy_of(request)
 
@@ -56,7 +60,13 @@ async def login(request: Request) -> Response:
             if isinstance(error, Throttled):
                 raise
             return render(
-                request, visit, "login.html", 400, errors={"form": str(error)}, values=values
+                request,
+                visit,
+                "login.html",
+                400,
+                errors={"form": str(error)},
+                values=values,
+                providers=_providers(request, visit),
             )
         # A sign-in started by an app goes back to it, even after a detour through signup.
         next_path = safe_next(form.get("next"), pending_resume_path(visit) or "/account")
@@ -71,6 +81,12 @@ async def login(request: Request) -> Response:
         return redirect(next_path)
 
     return await transact(request, work, form=form)
+
+
+def _providers(request: Request, visit: Visit) -> list[dict[str, str]]:
+    """The "Continue with ..." buttons: only enabled providers, never their secrets."""
+    enabled = request.app.state.providers.enabled(visit.db)
+    return [{"name": p.name, "label": p.label} for p in enabled]
 
 
 def _verify_first(visit: Visit, next_path: str) -> str:

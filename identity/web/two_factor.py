@@ -61,10 +61,19 @@ def _login_first(request: Request) -> Response:
 
 
 def _upgrade(
-    request: Request, visit: Visit, user: User, amr: list[str], *, step_up: str | None
+    request: Request,
+    visit: Visit,
+    user: User,
+    amr: list[str],
+    *,
+    step_up: str | None,
+    idp: str | None = None,
 ) -> None:
     """Sign this browser in with ``amr``: a new session id and a new auth_time, as at every
-    sign-in. ``step_up`` names the factor that upgraded a session that was already signed in."""
+    sign-in. ``step_up`` names the factor that upgraded a session that was already signed in;
+    a session's upstream provider (``idp``) stays, as its first factor does."""
+    if idp is None and step_up is not None and visit.browser is not None:
+        idp = visit.browser.idp
     accounts = accounts_of(request)
     if step_up is not None:
         audit.record(
@@ -75,7 +84,14 @@ def _upgrade(
             detail={"factor": step_up},
         )
     visit.new_cookie, visit.browser = sessions.start_authenticated(
-        visit.db, visit.browser, user.id, accounts.now(), policy_of(request), visit.context, amr
+        visit.db,
+        visit.browser,
+        user.id,
+        accounts.now(),
+        policy_of(request),
+        visit.context,
+        amr,
+        idp=idp,
     )
     visit.user = user
 
@@ -156,9 +172,8 @@ def _second_step(method: _Method) -> Callable[[Request], object]:
             if pending is not None:
                 assert visit.browser is not None
                 sessions.forget_pending_sign_in(visit.browser)
-                _upgrade(
-                    request, visit, user, factors.with_factor(pending.amr, "otp"), step_up=None
-                )
+                amr = factors.with_factor(pending.amr, "otp")
+                _upgrade(request, visit, user, amr, step_up=None, idp=pending.idp)
                 return redirect(safe_next(pending.next_path))
             assert visit.browser is not None
             amr = factors.with_factor(visit.browser.amr or ["pwd"], "otp")
@@ -374,7 +389,8 @@ def recently_signed_in(
     except InvalidInput as error:
         return password_page(request, visit, action, purpose, next_path, 400, form_errors(error))
     if typed is not None and not is_recent(request, visit):
-        _upgrade(request, visit, visit.user, list(visit.browser.amr or ["pwd"]), step_up=None)
+        amr = list(visit.browser.amr or ["pwd"])
+        _upgrade(request, visit, visit.user, amr, step_up=None, idp=visit.browser.idp)
     return None
 
 

@@ -181,6 +181,7 @@ def _serve(
     smtp_sink: SmtpSink,
     tmp_path: Path,
     host: str,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[LiveServer]:
     """``identity serve`` with one worker, mailing to ``smtp_sink``, cheap argon2, its issuer
     at ``host`` (it listens on 127.0.0.1 either way)."""
@@ -196,6 +197,7 @@ def _serve(
         IDENTITY_ARGON2_MEMORY_KIB="8",
         IDENTITY_ARGON2_PARALLELISM="1",
     )
+    env.update(extra_env or {})  # a caller's own settings win; keys, outbox: in tmp_path
     process = subprocess.Popen(
         [sys.executable, "-m", "identity", "serve", "--port", str(port), "--workers", "1"],
         env=env,
@@ -232,6 +234,53 @@ def localhost_server(
     """``identity serve`` with its issuer at http://localhost:PORT: browsers refuse WebAuthn
     on an IP address, so the passkey tests use this one."""
     yield from _serve(database_url, redis_url, redis_prefix, smtp_sink, tmp_path, "localhost")
+
+
+@pytest.fixture
+def federating_server(
+    database: Database,
+    database_url: str,
+    redis_url: str | None,
+    redis_prefix: str,
+    smtp_sink: SmtpSink,
+    tmp_path: Path,
+) -> Iterator[LiveServer]:
+    """``identity serve`` at http://127.0.0.1:PORT, for sign-in with other providers: it
+    accepts plain-http upstreams (the tests' are on the loopback) and sees a provider that
+    ``identity providers add`` adds while it runs at once."""
+    yield from _serve(
+        database_url,
+        redis_url,
+        redis_prefix,
+        smtp_sink,
+        tmp_path,
+        "127.0.0.1",
+        extra_env={"IDENTITY_INSECURE_HTTP": "1", "IDENTITY_CACHE_CHECK_SECONDS": "0"},
+    )
+
+
+@pytest.fixture
+def upstream_server(
+    redis_url: str | None,
+    redis_prefix: str,
+    smtp_sink: SmtpSink,
+    tmp_path: Path,
+) -> Iterator[LiveServer]:
+    """A second, independent identity instance to sign in with, as an upstream provider: its
+    issuer at http://localhost:PORT (cookies ignore ports, so an instance at 127.0.0.1 would
+    overwrite the other's session cookie), its own SQLite database (never the test
+    database's users), keys and outbox under ``tmp_path/upstream``; its own Redis prefix."""
+    folder = tmp_path / "upstream"
+    folder.mkdir()
+    yield from _serve(
+        f"sqlite:///{folder / 'identity.db'}",
+        redis_url,
+        redis_prefix,
+        smtp_sink,
+        folder,
+        "localhost",
+        extra_env={"IDENTITY_MIGRATE_ON_START": "1"},
+    )
 
 
 # -- screenshots ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from identity.cli.main import _parser
 from tests.conftest import run_main as _run
 
-GROUPS = ("serve", "migrate", "clients", "users", "keys", "audit", "mail")
+GROUPS = ("serve", "migrate", "clients", "users", "keys", "audit", "mail", "providers")
 
 
 def _help(capsys: pytest.CaptureFixture[str], *words: str) -> str:
