@@ -28,9 +28,9 @@ from identity.config import Settings
 from identity.db import Database
 from identity.models import AuditEvent, BrowserSession, FederatedIdentity, OutboxMessage, User
 from tests import fake_upstreams
-from tests.conftest import remember_secret
+from tests.conftest import MailSink, remember_secret
 from tests.fake_upstreams import FakeGitHub, FakeOidcProvider
-from tests.web_helpers import PASSWORD, Browser, csrf_of, totp_code
+from tests.web_helpers import PASSWORD, Browser, code_from, csrf_of, link_from, totp_code
 
 EMAIL = "ada@example.com"
 CALLBACK = "https://app.example.com/callback"
@@ -42,11 +42,13 @@ fake_github = fake_upstreams.fake_github
 
 @pytest.fixture
 def http(
-    app_for: Callable[[Settings], TestClient], settings_for: Callable[..., Settings]
+    app_for: Callable[[Settings], TestClient],
+    settings_for: Callable[..., Settings],
+    mail_sink: MailSink,
 ) -> TestClient:
-    """A browser on an app that accepts plain-http upstreams (the fakes) and sees a provider
-    change at once."""
-    return app_for(settings_for(insecure_http=True, cache_check_seconds=0))
+    """A browser on an app that accepts plain-http upstreams (the fakes), sees a provider
+    change at once, and mails to the sink (its outbox sender blanks a sent mail's body)."""
+    return app_for(settings_for(insecure_http=True, cache_check_seconds=0, smtp_url=mail_sink.url))
 
 
 def _add_provider(
@@ -205,6 +207,20 @@ def test_a_first_sign_in_creates_the_account_and_signs_it_in(
     assert len(_audit(database, "federation.account_created")) == 1
 
 
+def test_an_account_made_through_a_provider_sets_a_password_with_a_reset(
+    http: TestClient, mail_sink: MailSink, corp: FakeOidcProvider
+) -> None:
+    corp.next_login(sub="ada-at-corp", email=EMAIL)
+    assert _sign_in_with(http, "corp").headers["location"] == "/account"
+    browser = Browser(TestClient(http.app, base_url=str(http.base_url)))
+    assert browser.submit("/forgot-password", email=EMAIL).status_code == 303
+    token = link_from(mail_sink, EMAIL, "/reset-password").split("token=")[1]
+    page = f"/reset-password?token={token}"
+    assert browser.submit(page, token=token, password=PASSWORD).status_code == 200
+    signed_in = browser.login(EMAIL, PASSWORD)
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/account"
+
+
 def test_a_second_sign_in_finds_the_same_account(
     http: TestClient, database: Database, corp: FakeOidcProvider
 ) -> None:
@@ -340,19 +356,9 @@ def test_an_existing_account_is_linked_only_with_its_password(
     assert _sign_in_with(fresh, "corp").headers["location"] == "/account"
 
 
-def _mailed_code(database: Database) -> str:
-    with database.transaction() as session:
-        query = select(OutboxMessage).where(OutboxMessage.template == "link_code")
-        messages = session.scalars(query.order_by(OutboxMessage.id)).all()
-    assert messages and messages[-1].to_address == EMAIL
-    match = re.search(r"\b(\d{6})\b", messages[-1].text_body)
-    assert match, messages[-1].text_body
-    remember_secret(match.group(1))
-    return match.group(1)
-
-
 def test_an_account_without_a_password_is_linked_with_a_code_mailed_to_it(
     http: TestClient,
+    mail_sink: MailSink,
     database: Database,
     corp: FakeOidcProvider,
     fake_github: FakeGitHub,
@@ -366,7 +372,7 @@ def test_an_account_without_a_password_is_linked_with_a_code_mailed_to_it(
     browser = TestClient(http.app, base_url=str(http.base_url))
     page = _proof_page(browser, database, corp)
     assert 'name="code"' in page and 'name="password"' not in page
-    code = _mailed_code(database)
+    code = code_from(mail_sink, EMAIL)
     # Reloading the page sends no second mail.
     browser.get("/login/with/link")
     with database.transaction() as session:
