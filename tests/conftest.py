@@ -50,12 +50,19 @@ def remember_secret(value: str | None) -> None:
         SECRETS.add(value)
 
 
+# The tests' own SMTP sink (aiosmtpd logs every line of every mail it receives, codes and
+# links included) and HTTP client: the caller's logs, not the server's, and not ours to police.
+_TEST_SIDE_LOGGERS = ("mail.log", "httpx", "httpcore")
+
+
 class _LogRecorder(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(_TEST_SIDE_LOGGERS):
+            return
         text = record.getMessage()
         if record.exc_info:
             text += logging.Formatter().formatException(record.exc_info)
