@@ -6,8 +6,9 @@ import html
 import re
 import time
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import jwt as pyjwt
 import pyotp
 from starlette.testclient import TestClient
 
@@ -123,3 +124,34 @@ def set_up_authenticator(browser: Browser, next: str = "") -> tuple[pyotp.TOTP, 
     )
     assert done.status_code == 200, done.text
     return totp, recovery_codes_in(done.text)
+
+
+def id_token_of_callback(
+    http: TestClient,
+    callback: str,
+    client: tuple[str, str | None],
+    verifier: str,
+    redirect_uri: str,
+) -> dict[str, Any]:
+    """Redeem the code of an authorization callback as the app would; the ID token's claims
+    (read unchecked: these tests are about what it says)."""
+    code = parse_qs(urlsplit(callback).query)["code"][0]
+    remember_secret(code)
+    client_id, secret = client
+    tokens = http.post(
+        "/oauth2/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+        },
+        auth=(client_id, secret or ""),
+    )
+    assert tokens.status_code == 200, tokens.text
+    remember_secret(tokens.json()["access_token"])
+    remember_secret(tokens.json()["id_token"])
+    claims: dict[str, Any] = pyjwt.decode(
+        tokens.json()["id_token"], options={"verify_signature": False}
+    )
+    return claims

@@ -14,7 +14,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
-import jwt as pyjwt
 import pyotp
 import pytest
 from sqlalchemy import func, select
@@ -28,9 +27,17 @@ from identity.config import Settings
 from identity.db import Database
 from identity.models import AuditEvent, BrowserSession, FederatedIdentity, OutboxMessage, User
 from tests import fake_upstreams
-from tests.conftest import MailSink, remember_secret
+from tests.conftest import MailSink
 from tests.fake_upstreams import FakeGitHub, FakeOidcProvider
-from tests.web_helpers import PASSWORD, Browser, code_from, csrf_of, link_from, totp_code
+from tests.web_helpers import (
+    PASSWORD,
+    Browser,
+    code_from,
+    csrf_of,
+    id_token_of_callback,
+    link_from,
+    totp_code,
+)
 
 EMAIL = "ada@example.com"
 CALLBACK = "https://app.example.com/callback"
@@ -508,21 +515,9 @@ def test_a_waiting_authorization_request_continues_after_the_federated_sign_in(
     assert signed_in.headers["location"] == next_path
     back = http.get(next_path, follow_redirects=False)
     assert back.headers["location"].startswith(CALLBACK + "?")
-    code = parse_qs(urlsplit(back.headers["location"]).query)["code"][0]
-    remember_secret(code)
-    tokens = http.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": CALLBACK,
-            "code_verifier": verifier,
-        },
-        auth=(client_id, secret),
+    claims = id_token_of_callback(
+        http, back.headers["location"], (client_id, secret), verifier, CALLBACK
     )
-    assert tokens.status_code == 200, tokens.text
-    remember_secret(tokens.json()["access_token"])
-    claims = pyjwt.decode(tokens.json()["id_token"], options={"verify_signature": False})
     assert claims["amr"] == ["fed", "pwd"] and claims["idp"] == "corp"
 
 

@@ -11,7 +11,6 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import jwt as pyjwt
 import pyotp
 import pytest
 from sqlalchemy import select, update
@@ -28,6 +27,7 @@ from tests.web_helpers import (
     Browser,
     authenticator_of,
     csrf_of,
+    id_token_of_callback,
     link_from,
     recovery_codes_in,
     set_up_authenticator,
@@ -511,23 +511,9 @@ def test_an_app_that_requires_two_factors_steps_a_password_session_up(
     assert stepped.status_code == 303 and stepped.headers["location"] == next_path
     assert _audit(database, "mfa.step_up") == 1
     callback = _allow(http, http.get(next_path, follow_redirects=False))
-    code = parse_qs(urlsplit(callback.headers["location"]).query)["code"][0]
-    remember_secret(code)
-    tokens = http.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": CALLBACK,
-            "code_verifier": verifier,
-        },
-        auth=(client_id, secret),
+    claims = id_token_of_callback(
+        http, callback.headers["location"], (client_id, secret), verifier, CALLBACK
     )
-    assert tokens.status_code == 200, tokens.text
-    id_token = tokens.json()["id_token"]
-    remember_secret(id_token)
-    remember_secret(tokens.json()["access_token"])
-    claims = pyjwt.decode(id_token, options={"verify_signature": False})
     assert claims["amr"] == ["pwd", "otp", "mfa"] and claims["iss"] == ISSUER
 
 
