@@ -99,6 +99,11 @@ class Client(Base, ClientMixin):  # type: ignore[misc]
     refresh_without_offline_access: Mapped[bool] = mapped_column(default=False)
     # Its users sign in with two factors (acr urn:identity:loa:2), whatever the request asks.
     require_mfa: Mapped[bool] = mapped_column(default=False)
+    # Its tokens carry only the user's roles with one of these prefixes (none: every role).
+    role_prefixes: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
+    # After a secret rotation the old secret still works until then (a grace period).
+    previous_secret_digest: Mapped[str | None] = mapped_column(String(64))
+    previous_secret_expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     def get_client_id(self) -> str:
@@ -135,9 +140,18 @@ class Client(Base, ClientMixin):  # type: ignore[misc]
         return False
 
     def check_client_secret(self, client_secret: str) -> bool:
+        """The current secret, or the previous one within its grace period after a rotation.
+        Both digests are always compared, so the timing tells nothing about which matched."""
         if self.secret_digest is None:
             return False
-        return hmac.compare_digest(secret_digest(client_secret), self.secret_digest)
+        given = secret_digest(client_secret)
+        current = hmac.compare_digest(given, self.secret_digest)
+        previous = hmac.compare_digest(given, self.previous_secret_digest or "")
+        within_grace = (
+            self.previous_secret_expires_at is not None
+            and utcnow() < self.previous_secret_expires_at
+        )
+        return current or (previous and within_grace)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if self.is_public:

@@ -20,7 +20,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "identity"
 
 SURFACES = ("web", "api", "cli", "openapi")
-STORAGE = ("models", "db", "repositories")
+STORAGE = ("models", "admin_models", "db", "repositories")
 ENTRY_POINTS = ("app", "__main__")
 WIRING = "services"
 

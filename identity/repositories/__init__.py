@@ -15,4 +15,6 @@ from identity.repositories.passkeys import *  # noqa: F403
 from identity.repositories.providers import *  # noqa: F403
 from identity.repositories.refresh_tokens import *  # noqa: F403
 from identity.repositories.revoked_tokens import *  # noqa: F403
+from identity.repositories.roles import *  # noqa: F403
 from identity.repositories.users import *  # noqa: F403
+from identity.repositories.webhooks import *  # noqa: F403
