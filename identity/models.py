@@ -69,7 +69,7 @@ def secret_digest(secret: str) -> str:
 
 _LOOPBACK_IPS = {"127.0.0.1", "::1"}
 # Scopes every client with a user grant may ask for, on top of its registered ones.
-OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
+OIDC_SCOPES = ("openid", "profile", "email", "offline_access", "roles")
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, so the 64-bit id narrows there.
 BigId = BigInteger().with_variant(Integer(), "sqlite")

@@ -1,5 +1,5 @@
-"""``identity users``: create, list, show, disable, enable and delete accounts, and reset
-their second factors."""
+"""``identity users``: create, list, show, disable, enable and delete accounts, reset
+their second factors, and give or take their roles."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import getpass
 from collections.abc import Callable
 from typing import Any
 
-from identity.accounts import factors, operators
+from sqlalchemy.orm import Session
+
+from identity.accounts import factors, operators, roles
 from identity.accounts.service import Accounts
 from identity.audit import RequestContext
 from identity.cli.common import command_services, emit, open_database
 from identity.config import Settings
+from identity.models import User
 
 Handler = Callable[[argparse.Namespace, Settings], Any]
 
@@ -96,10 +99,68 @@ def users_mfa_reset(args: argparse.Namespace, settings: Settings) -> None:
     emit(args, {"email": email, "reset": reset}, text)
 
 
+def users_roles_add(args: argparse.Namespace, settings: Settings) -> None:
+    """Give the account a role; its next token carries it (the ``roles`` scope)."""
+    with open_database(settings).transaction() as session:
+        user = operators.find_user(session, args.user)
+        added = roles.add_role(
+            session, user, args.role, actor="admin", context=RequestContext.command_line()
+        )
+        role, data = roles.validate_role(args.role), _roles_data(session, user)
+        email = user.email
+    text = f"{email} has the role {role}" + ("" if added else " already")
+    emit(args, {**data, "changed": added}, text)
+
+
+def users_roles_remove(args: argparse.Namespace, settings: Settings) -> None:
+    """Take a role from the account; its next token is without it."""
+    with open_database(settings).transaction() as session:
+        user = operators.find_user(session, args.user)
+        removed = roles.remove_role(
+            session, user, args.role, actor="admin", context=RequestContext.command_line()
+        )
+        role, data = roles.validate_role(args.role), _roles_data(session, user)
+        email = user.email
+    text = f"{email} no longer has the role {role}" if removed else f"{email} has no role {role}"
+    emit(args, {**data, "changed": removed}, text)
+
+
+def users_roles_list(args: argparse.Namespace, settings: Settings) -> None:
+    with open_database(settings, reading=True).transaction() as session:
+        user = operators.find_user(session, args.user)
+        data, email = _roles_data(session, user), user.email
+    emit(args, data, "\n".join(data["roles"]) or f"{email} has no roles")
+
+
+def _roles_data(session: Session, user: User) -> dict[str, list[str]]:
+    return {"roles": roles.roles_of(session, user)}
+
+
+def _add_role_commands(user_commands: Any, common: argparse.ArgumentParser) -> None:
+    role_commands = user_commands.add_parser(
+        "roles", help="an account's roles (the roles claim of its tokens)"
+    ).add_subparsers(dest="roles_action", required=True, metavar="ACTION")
+    for name, handler, what in (
+        ("add", users_roles_add, "give the account a role; its next token carries it"),
+        ("remove", users_roles_remove, "take a role from the account"),
+    ):
+        change = role_commands.add_parser(name, parents=[common], help=what)
+        change.add_argument("user", metavar="ID|EMAIL", help="the account's id or email")
+        change.add_argument(
+            "role", help="letters, digits and : . _ - (e.g. admin or app1:editor), 1-100 long"
+        )
+        change.set_defaults(handler=handler)
+    listed = role_commands.add_parser("list", parents=[common], help="the account's roles")
+    listed.add_argument("user", metavar="ID|EMAIL", help="the account's id or email")
+    listed.set_defaults(handler=users_roles_list)
+
+
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``users create|list|show|disable|enable|delete`` and ``users mfa reset``."""
+    """Add ``users create|list|show|disable|enable|delete``, ``users mfa reset`` and
+    ``users roles add|remove|list``."""
     user_commands = commands.add_parser(
-        "users", help="create, list, show, disable, enable and delete user accounts; reset MFA"
+        "users",
+        help="create, list, show, disable, enable and delete user accounts; reset MFA; roles",
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
     new_user = user_commands.add_parser("create", parents=[common], help="create an account")
     new_user.add_argument("--email", required=True, help="the account's email address")
@@ -129,3 +190,4 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     reset.add_argument("user", metavar="ID|EMAIL", help="the account's id or email")
     reset.set_defaults(handler=users_mfa_reset)
+    _add_role_commands(user_commands, common)

@@ -12,7 +12,7 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
 from identity.accounts.factors import ACR_VALUES
-from identity.models import Client
+from identity.models import OIDC_SCOPES, Client
 from identity.protocol.refresh import (
     RefreshTokenView,
     find_refresh_token,
@@ -166,8 +166,9 @@ def access_token_introspection(claims: dict[str, Any]) -> dict[str, Any]:
         "iat": claims["iat"],
         "jti": claims["jti"],
     }
-    # A user's token: how and when they signed in, for a resource server's step-up (RFC 9470).
-    for name in ("auth_time", "acr"):
+    # A user's token: how and when they signed in, for a resource server's step-up (RFC 9470),
+    # and the roles it was issued with.
+    for name in ("auth_time", "acr", "roles"):
         if name in claims:
             body[name] = claims[name]
     return body
@@ -189,7 +190,9 @@ def metadata(issuer: str, grant_types: list[str]) -> dict[str, Any]:
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
-        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        # Every scope a client may ask for without registering it; registered ones (an
+        # API's own, account, admin) are the business of the clients that have them.
+        "scopes_supported": list(OIDC_SCOPES),
         "claims_supported": [
             "iss",
             "sub",
@@ -207,6 +210,7 @@ def metadata(issuer: str, grant_types: list[str]) -> dict[str, Any]:
             "email",
             "email_verified",
             "name",
+            "roles",
         ],
         "acr_values_supported": list(ACR_VALUES),
         "prompt_values_supported": ["none", "login", "consent", "create"],

@@ -14,9 +14,11 @@ from authlib.oauth2.rfc6749 import (
     grants,
 )
 from authlib.oauth2.rfc7636 import CodeChallenge
+from sqlalchemy.orm import Session
 
 from identity import repositories
 from identity.accounts.factors import acr_of
+from identity.accounts.roles import roles_for_client, roles_of
 from identity.models import (
     OIDC_SCOPES,
     AuthorizationCode,
@@ -27,7 +29,7 @@ from identity.models import (
 )
 from identity.protocol.parameters import error_text
 from identity.protocol.requests import StarletteOAuth2Request
-from identity.protocol.scopes import ACCOUNT_SCOPE, ADMIN_SCOPE, account_audience
+from identity.protocol.scopes import ACCOUNT_SCOPE, ADMIN_SCOPE, ROLES_SCOPE, account_audience
 from identity.protocol.server import current_session
 from identity.protocol.tokens import Authentication, IssuedToken
 
@@ -159,6 +161,8 @@ class IssuingGrant:
         same for every grant."""
         client: Client = self.request.client
         issuer = self.server.issuer.issuer
+        if user is not None:
+            scope = user_token_scope(scope or "")
         audience = with_account_audience(self.audience(), scope, user, issuer, client.client_id)
         authentication = self.authentication() if user is not None else None
         if client.require_mfa and authentication is not None and "mfa" not in authentication.amr:
@@ -172,6 +176,9 @@ class IssuingGrant:
             # RFC 9068 §2.2.1: a resource server asking for step-up (RFC 9470) reads these.
             extra["auth_time"] = int(authentication.auth_time.timestamp())
             extra["acr"] = acr_of(authentication.amr)
+        # Read now, at every issue: a role change reaches the next token of every grant.
+        roles = {} if user is None else role_claims(current_session(), user, client, scope or "")
+        extra.update(roles)
         issued = self.server.issuer.issue(
             client_id=client.client_id,
             subject=client.client_id if user is None else str(user.get_user_id()),
@@ -213,7 +220,7 @@ class IssuingGrant:
                 authentication=authentication,
                 nonce=self.nonce(),
                 access_token=issued.value,
-                claims=user_claims(user, scope or ""),
+                claims={**user_claims(user, scope or ""), **roles},
             )
         # What this request issued, for hooks that run after it (delete_authorization_code).
         self.request.token = token
@@ -246,7 +253,17 @@ def user_scope(client: Client, requested: str | None) -> str:
         raise InvalidScopeError(f"The client may not ask for '{error_text(unknown[0])}'.")
     if "offline_access" in tokens and not client.check_grant_type("refresh_token"):
         tokens.remove("offline_access")  # it cannot be honoured: no refresh grant
-    return " ".join(dict.fromkeys(tokens))
+    return user_token_scope(" ".join(dict.fromkeys(tokens)))
+
+
+def user_token_scope(scope: str) -> str:
+    """``scope`` as a token obtained for a user may carry it: never ``admin``, whatever the
+    client registered or asked for. The operators' API is for a client's own token; a
+    person's token reaching it would let any app they use act as the operator. Dropped,
+    not refused, as ``offline_access`` without a refresh grant: the rest of the grant
+    stands. (Every user grant's token passes ``IssuingGrant.generate_token``, which
+    applies it; the code and device grants also keep it out of what they store and show.)"""
+    return " ".join(token for token in scope.split() if token != ADMIN_SCOPE)
 
 
 class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
@@ -286,6 +303,13 @@ class AuthorizationCodeGrant(IssuingGrant, grants.AuthorizationCodeGrant):  # ty
     def validate_requested_scope(self) -> None:
         # Refuses what the client may not ask for; Authlib then keeps the allowed part.
         user_scope(self.request.client, self.request.payload.scope)
+
+    def validate_authorization_request(self) -> str:
+        """Authlib's checks; then the scope the consent page shows and the code stores is
+        the user grant's (``user_scope``), where Authlib kept every registered scope."""
+        redirect_uri: str = super().validate_authorization_request()
+        self.request.scope = user_scope(self.request.client, self.request.payload.scope)
+        return redirect_uri
 
     def save_authorization_code(self, code: str, request: StarletteOAuth2Request) -> None:
         authentication: Authentication = request.authentication  # set by the endpoint
@@ -360,3 +384,15 @@ def user_claims(user: User, scope: str) -> dict[str, Any]:
     if "profile" in scopes:
         claims.update(name=user.name)
     return claims
+
+
+def role_claims(session: Session, user: User, client: Client | None, scope: str) -> dict[str, Any]:
+    """``{"roles": [...]}`` (possibly empty) when ``scope`` has ``roles``: the user's roles
+    as they are now, those with one of the client's role prefixes when it names any; else
+    nothing. For access tokens, ID tokens and UserInfo alike. A client that is gone sees
+    none."""
+    if ROLES_SCOPE not in scope.split():
+        return {}
+    if client is None:
+        return {"roles": []}
+    return {"roles": roles_for_client(roles_of(session, user), client.role_prefixes)}

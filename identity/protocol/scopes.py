@@ -11,8 +11,13 @@ from dataclasses import dataclass
 # The scope of the JSON account API (``/api/v1``): first-party clients only, and a user
 # grant that carries it gets the API's audience too.
 ACCOUNT_SCOPE = "account"
-# The operators' audit API (``/api/v1/admin``): a client's own client_credentials token only.
+# The operators' API (``/api/v1/admin``): a client's own client_credentials token only; a
+# token obtained for a user never carries it (``protocol.grants.user_token_scope``).
 ADMIN_SCOPE = "admin"
+# The user's roles (``accounts.roles``), filtered by the client's role prefixes, in the
+# ``roles`` claim of access tokens, ID tokens and UserInfo. Any client with a user grant
+# may ask for it (``models.OIDC_SCOPES``).
+ROLES_SCOPE = "roles"
 
 
 def account_audience(issuer: str) -> str:
@@ -36,6 +41,7 @@ SCOPE_DESCRIPTIONS = {
     "profile": "See your name",
     "email": "See your email address",
     "offline_access": "Stay signed in, even while you are away, until you remove its access",
+    ROLES_SCOPE: "See the roles you have been given",
     ACCOUNT_SCOPE: "Manage your account: your name, email address, password and sessions",
 }
 

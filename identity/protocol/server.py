@@ -234,6 +234,11 @@ class IdentityServer(AuthorizationServer):  # type: ignore[misc]
             return None
         return self.clients.get(current_session(), client_id)
 
+    def _query_client_uncached(self, client_id: str) -> Client | None:
+        if not client_id or len(client_id) > 64:
+            return None
+        return repositories.get_client(current_session(), client_id)
+
     def save_token(self, token: dict[str, Any], request: StarletteOAuth2Request) -> None:
         session = current_session()
         metrics.count_token(request.payload.grant_type)
@@ -278,6 +283,10 @@ class IdentityServer(AuthorizationServer):  # type: ignore[misc]
             client: Client | None = (
                 authenticate(self.query_client, request) if authenticate else None
             )
+            if client is None and authenticate is not None and method != "none":
+                # The cached copy may predate a secret rotation: the new secret works at
+                # once, on every instance, without waiting for the cache's next check.
+                client = authenticate(self._query_client_uncached, request)
             if client is None or not client.check_endpoint_auth_method(method, endpoint):
                 raise InvalidClientError(
                     # 401 (with WWW-Authenticate) wherever HTTP Basic is accepted, as Authlib.

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from identity.bearer import bearer_token
 from identity.models import User
-from identity.protocol.grants import user_claims
+from identity.protocol.grants import role_claims, user_claims
+from identity.protocol.scopes import ROLES_SCOPE
 from identity.protocol.server import IdentityServer
 from identity.protocol.tokens import InvalidToken, read_access_token, token_user_id
 
@@ -60,21 +63,32 @@ async def userinfo(request: Request) -> Response:
         user_id = token_user_id(claims)  # None for a client's own token: no claims to show
     except InvalidToken:
         user_id = None
+    scope = str(claims.get("scope", ""))
+    # The roles are read as they are now, from the database: never from memory alone.
+    wants_roles = ROLES_SCOPE in scope.split()
     # Redis answers the denylist from the loop and the user may be cached: then no thread.
     revoked = await server.denylist.is_revoked_in_loop(claims["jti"])
-    user = server.users.peek(user_id) if user_id is not None and revoked is False else None
+    user = None
+    if user_id is not None and revoked is False and not wants_roles:
+        user = server.users.peek(user_id)
+    roles: dict[str, Any] = {}
 
     def load() -> User | None:
+        nonlocal roles
         with server.database.transaction() as session:
             if revoked or (revoked is None and server.denylist.is_revoked(claims["jti"], session)):
                 return None
-            return server.users.get(session, user_id) if user_id is not None else None
+            found = server.users.get(session, user_id) if user_id is not None else None
+            if found is not None and wants_roles:
+                client = server.clients.get(session, str(claims["client_id"]))
+                roles = role_claims(session, found, client, scope)
+            return found
 
     if user is None and not revoked:
         user = await server.lanes.run(load)
     info = None
     if user is not None and user.is_active:
-        info = {"sub": str(user.id), **user_claims(user, claims.get("scope", ""))}
+        info = {"sub": str(user.id), **user_claims(user, scope), **roles}
     if info is None:
         return _bearer_error(
             401, "invalid_token", "The access token is revoked or its user is gone."
