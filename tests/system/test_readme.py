@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from identity.db import Database
 from tests.conftest import free_port, run_cli, served_environment, stop_process, wait_until_up
@@ -85,6 +86,57 @@ def test_resource_server_snippet_validates_a_real_token(
     exec(snippet, namespace)  # noqa: S102
     claims = namespace["validate"](token, "https://api.example.com")
     assert claims["client_id"] == client["client_id"]
+
+
+def test_resource_server_snippet_checks_a_role_of_a_user_token(
+    database: Database,
+    database_url: str,
+    redis_url: str | None,
+    redis_prefix: str,
+    tmp_path: Path,
+) -> None:
+    """A user's token asked with the ``roles`` scope carries the roles the operator gave,
+    limited by the client's prefixes, and the README's ``require_role`` reads them."""
+    port = free_port()
+    env = served_environment(
+        database_url, redis_url, f"{redis_prefix}roles:", tmp_path / "keys", port
+    )
+    env["IDENTITY_PASSWORD_GRANT"] = "on"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "identity", "serve", "--port", str(port)], env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, server)
+        app = run_cli(
+            env, "clients", "create", "--name", "app1", "--first-party",
+            "--grant-type", "password", "--scope", "openid roles",
+            "--audience", "https://api.example.com", "--role-prefix", "app1:",
+        )  # fmt: skip
+        run_cli(env, "users", "create", "--email", "ed@example.com", "--password",
+                "correct horse battery staple", "--verified")  # fmt: skip
+        for role in ("app1:editor", "app2:viewer"):
+            run_cli(env, "users", "roles", "add", "ed@example.com", role)
+        answer = httpx.post(
+            f"{url}/oauth2/token",
+            data={
+                "grant_type": "password",
+                "username": "ed@example.com",
+                "password": "correct horse battery staple",
+                "scope": "openid roles",
+            },
+            auth=(app["client_id"], app["client_secret"]),
+        )
+        assert answer.status_code == 200, answer.text
+        namespace: dict[str, Any] = {}
+        exec(_block("resource-server", "python").replace(README_ADDRESS, url), namespace)  # noqa: S102
+        claims = namespace["validate"](answer.json()["access_token"], "https://api.example.com")
+    finally:
+        stop_process(server)
+    assert claims["roles"] == ["app1:editor"]  # app2's role is not app1's business
+    namespace["require_role"](claims, "app1:editor")
+    with pytest.raises(PermissionError):
+        namespace["require_role"](claims, "app2:viewer")
 
 
 def test_api_walkthrough_runs_as_printed(
