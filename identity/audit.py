@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from identity import repositories
+from identity import repositories, webhook_events
 from identity.models import AuditEvent, utcnow
 
 # Keys that would carry a secret. ``record`` refuses them so that a careless caller fails a
@@ -55,8 +55,8 @@ def record(
     client_id: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> int:
-    """Add an audit event to ``session``; it commits or rolls back with the change it records.
-    Returns the event's id."""
+    """Add an audit event to ``session``; it commits or rolls back with the change it records,
+    and so does the webhook event it makes (identity.webhook_events). Returns the event's id."""
     row = event_row(
         type,
         context=context,
@@ -66,7 +66,17 @@ def record(
         client_id=client_id,
         detail=detail,
     )
-    return repositories.add_audit_event(session, **row)
+    event_id = repositories.add_audit_event(session, **row)
+    webhook_events.enqueue_for_audit(
+        session,
+        type,
+        subject=row["subject"],
+        actor=row["actor"],
+        client_id=row["client_id"],
+        outcome=outcome,
+        detail=row["detail"],
+    )
+    return event_id
 
 
 def event_row(

@@ -59,6 +59,26 @@ def _non_negative_float(raw: str) -> float:
     return value
 
 
+def _seconds_list(raw: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in _word_list(raw))
+    except ValueError:
+        values = ()
+    if not values or min(values) <= 0:
+        raise ValueError("expected whole numbers of seconds above 0, separated by spaces")
+    return values
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):  # also refuses nan
+        raise ValueError("expected a number of seconds above 0")
+    return value
+
+
 def _word_list(raw: str) -> tuple[str, ...]:
     return tuple(part for part in raw.replace(",", " ").split() if part)
 
@@ -242,6 +262,32 @@ class Settings:
         _word_list,
         doc="Overrides of named limits, e.g. `login.account=10/300 signup.ip=20/3600` "
         "(attempts/seconds)",
+    )
+    webhooks_allow_private: bool = _setting(
+        False,
+        _boolean,
+        doc="Let webhook endpoints be `http://` URLs and loopback or private addresses "
+        "(development and tests only)",
+    )
+    # About a day in all (23 h 42 min): a receiver down for a night still gets everything,
+    # and the first retry comes within a minute, for a receiver that was only redeploying.
+    webhooks_retry_seconds: tuple[int, ...] = _setting(
+        (30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800),
+        _seconds_list,
+        doc="Waits between the attempts of a webhook delivery, seconds (each ±20%); after "
+        "the last one the delivery has failed",
+    )
+    # Five days, as the large senders do: a receiver down over a long weekend is not
+    # switched off, one that is gone for good stops costing attempts.
+    webhooks_disable_after_seconds: int = _setting(
+        432000,
+        _positive_int,
+        doc="A webhook endpoint whose every attempt failed for this long is disabled",
+    )
+    webhooks_timeout_seconds: float = _setting(
+        10.0,
+        _positive_float,
+        doc="How long a webhook receiver may take to answer, seconds",
     )
 
     def __post_init__(self) -> None:

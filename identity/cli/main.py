@@ -1,5 +1,5 @@
-"""The ``identity`` command: serve, migrate, clients, users, keys, audit, mail, providers.
-Thin: each command group's module calls the services."""
+"""The ``identity`` command: serve, migrate, clients, users, keys, audit, mail, providers,
+webhooks. Thin: each command group's module calls the services."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ from typing import NoReturn
 from sqlalchemy.exc import DBAPIError
 
 from identity.accounts.errors import AccountError
-from identity.cli import audit, clients, keys, mail, providers, server, users
+from identity.cli import audit, clients, keys, mail, providers, server, users, webhooks
 from identity.cli.common import CommandError, OutputClosed, database_error, fail
 from identity.config import Settings, SettingsError
 from identity.keys import KeyStoreError
 from identity.protocol.clients import ClientRegistrationError
 from identity.upstream_providers import ProviderError
+from identity.webhooks import WebhookError
 
-_GROUPS = (server, clients, users, keys, audit, mail, providers)
+_GROUPS = (server, clients, users, keys, audit, mail, providers, webhooks)
 
 _DESCRIPTION = """\
 identity: an OAuth 2.1 and OpenID Connect server, and the commands that run it."""
@@ -127,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         KeyStoreError,
         ClientRegistrationError,
         ProviderError,
+        WebhookError,
         AccountError,
         LookupError,
     ) as error:
