@@ -51,6 +51,7 @@ SUBJECTS: dict[str, str] = {
     "recovery_code_used": "A recovery code was used to sign in to your account",
     "provider_linked": "{{ provider }} was linked to your account",
     "link_code": "Your code to link {{ provider }} to your account",
+    "invitation": "You are invited to {{ product }}",
 }
 
 # Mails anyone can have sent to any address (by typing it into a form): they carry no text
@@ -70,6 +71,9 @@ NOTICES = frozenset(
         "second_factor_removed",
         "recovery_code_used",
         "provider_linked",
+        # An operator's invitation to a new account (identity.accounts.operators): sent once,
+        # by someone trusted, and the invitee has no other way in, so it is never dropped.
+        "invitation",
     }
 )
 # Every mail to one address counts against this named limiter (identity.limits).

@@ -68,6 +68,12 @@ CONTEXTS: dict[str, dict[str, Any]] = {
     },
     # identity.accounts.federation.link_after_proof
     "link_code": {"code": "482913", "provider": "Corp", "minutes": 10},
+    # identity.accounts.operators.create_user(invite=True)
+    "invitation": {
+        "link": f"{ISSUER}/reset-password?token=invite-secret",
+        "minutes": 4320,
+        "reset_link": f"{ISSUER}/forgot-password",
+    },
     "provider_linked": {
         "name": "Ada",
         "provider": "Google",

@@ -1,5 +1,5 @@
-"""JSON API handlers for operators (``/api/v1/admin/...``): bearer tokens of a client (the
-client_credentials grant) with the ``admin`` scope, never a user's."""
+"""JSON API handlers for operators: the audit trail (``/api/v1/admin/audit``). The other
+admin operations are one module per noun (``admin_users``, ``admin_clients``, ``admin_keys``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import datetime
 from identity import audit, repositories
 from identity.accounts.errors import InvalidInput
 from identity.accounts.fields import normalise_email
-from identity.api.bodies import AdminAuditEvent, AdminAuditEvents, AdminAuditQuery
+from identity.api.admin_bodies import AdminAuditEvent, AdminAuditEvents, AdminAuditQuery
 from identity.api.calls import ApiCall, Result
 from identity.api.problems import invalid_input
 

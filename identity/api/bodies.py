@@ -114,25 +114,10 @@ class EventsQuery(BaseModel):
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 
 
-def _query_text(max_length: int, description: str) -> Any:
+def query_text(max_length: int, description: str) -> Any:
     return Field(
         None, min_length=1, max_length=max_length, pattern=_PRINTABLE, description=description
     )
-
-
-class AdminAuditQuery(BaseModel):
-    """Query parameters of ``GET /api/v1/admin/audit``; every filter narrows the result."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    user: str | None = _query_text(320, "A user id, or an email address (looked up).")
-    client_id: str | None = _query_text(64, "Events of this client.")
-    type: str | None = _query_text(64, "Events whose type starts with this (login., token.).")
-    since: str | None = _query_text(
-        64, "An ISO 8601 timestamp (UTC without an offset) or a duration back (15m, 2h, 7d)."
-    )
-    after: int | None = Field(None, ge=0, le=2**63 - 1, description="The last id already seen.")
-    limit: int = Field(100, ge=1, le=500)
 
 
 class AccountStatus(BaseModel):
@@ -234,26 +219,4 @@ class AccountEvents(BaseModel):
     """Oldest first; pass ``next_after`` as ``after`` for the next page (null: no more)."""
 
     events: list[AccountEvent]
-    next_after: int | None
-
-
-class AdminAuditEvent(BaseModel):
-    """One audit event, as ``identity audit list --json`` shows it."""
-
-    id: int
-    occurred_at: datetime
-    type: str
-    outcome: str
-    actor: str | None
-    subject: str | None
-    client_id: str | None
-    ip: str | None
-    user_agent: str | None
-    detail: dict[str, Any]
-
-
-class AdminAuditEvents(BaseModel):
-    """Oldest first; pass ``next_after`` as ``after`` for the next page (null: no more)."""
-
-    events: list[AdminAuditEvent]
     next_after: int | None

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from identity import audit
 from identity.accounts.service import Accounts
 from identity.audit import RequestContext
 from identity.models import User
@@ -19,7 +20,8 @@ Model = TypeVar("Model", bound=BaseModel)
 @dataclass
 class ApiCall:
     """One request, inside its one transaction (``db``); ``user`` and ``claims`` are set for
-    bearer-authenticated operations."""
+    bearer-authenticated operations, ``actor`` for admin ones (the admin client's id, or the
+    id of the administrator whose console session made the call)."""
 
     db: Session
     accounts: Accounts
@@ -30,6 +32,7 @@ class ApiCall:
     path: dict[str, str] = field(default_factory=dict)
     user: User | None = None
     claims: dict[str, Any] = field(default_factory=dict)
+    actor: str | None = None
 
     def body_as(self, model: type[Model]) -> Model:
         assert isinstance(self.body, model), "the operation declares another request model"
@@ -38,6 +41,31 @@ class ApiCall:
     def query_as(self, model: type[Model]) -> Model:
         assert isinstance(self.query, model), "the operation declares another query model"
         return self.query
+
+    def record(
+        self,
+        type: str,
+        *,
+        subject: str | None = None,
+        client_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """An audit row of this call's actor and context, in its transaction."""
+        audit.record(
+            self.db,
+            type,
+            context=self.context,
+            actor=self.operator,
+            subject=subject,
+            client_id=client_id,
+            detail=detail,
+        )
+
+    @property
+    def operator(self) -> str:
+        """The actor of an admin operation."""
+        assert self.actor is not None, "the operation is not an admin one"
+        return self.actor
 
     @property
     def me(self) -> User:

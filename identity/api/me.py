@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime
 
 from identity import audit, repositories
-from identity.accounts import profile
+from identity.accounts import operators, profile
 from identity.accounts.credential_events import Current
 from identity.accounts.errors import FieldErrors, InvalidInput
 from identity.api.bodies import (
@@ -27,7 +27,7 @@ from identity.api.bodies import (
 )
 from identity.api.calls import ApiCall, Reply, Result
 from identity.api.problems import from_account_error, invalid_input, not_found
-from identity.models import RefreshToken, User
+from identity.models import User
 
 # The services name the email-change fields after the account page's form.
 _EMAIL_CHANGE_FIELDS = {"new_email": "email", "email_password": "password"}
@@ -103,24 +103,17 @@ def change_password(call: ApiCall) -> Result:
 
 def _app_sessions(call: ApiCall, now: datetime) -> list[AccountSession]:
     """One entry per live refresh-token family: its first token's time, its newest scope."""
-    rows = repositories.live_refresh_tokens_with_client_names(call.db, call.me.id, now)
-    started: dict[uuid.UUID, datetime] = {}
-    heads: dict[uuid.UUID, tuple[RefreshToken, str]] = {}
-    for row, client_name in rows:
-        started.setdefault(row.family_id, row.created_at)
-        if row.rotated_at is None and row.expires_at > now:
-            heads[row.family_id] = (row, client_name)
     return [
         AccountSession(
-            id=str(family_id),
+            id=entry["id"],
             type="app",
-            created_at=started[family_id],
-            last_seen_at=head.created_at,
-            client_id=head.client_id,
-            client_name=client_name,
-            scope=head.scope,
+            created_at=entry["created_at"],
+            last_seen_at=entry["last_used_at"],
+            client_id=entry["client_id"],
+            client_name=entry["client_name"],
+            scope=entry["scope"],
         )
-        for family_id, (head, client_name) in heads.items()
+        for entry in operators.app_sessions(call.db, call.me, now)
     ]
 
 

@@ -9,14 +9,15 @@ error is RFC 9457 ``application/problem+json``; bad input is never a 500.
 
 Operations take one of two bearer tokens, both with ``aud`` ``{issuer}/api/v1``: a user's
 with the ``account`` scope, or (``admin=True``) a client's own from the client_credentials
-grant with the ``admin`` scope. Neither passes for the other.
+grant with the ``admin`` scope. Neither passes for the other. An admin operation called
+without an ``Authorization`` header takes the admin console's session cookie instead
+(``identity.api.authentication``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -27,20 +28,25 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
-from identity import repositories
 from identity.accounts.errors import AccountError
 from identity.accounts.service import Accounts
+from identity.accounts.sessions import SessionPolicy
 from identity.api import accounts as api_accounts
-from identity.api import admin as api_admin
 from identity.api import me as api_me
 from identity.api import me_mfa as api_mfa
+from identity.api.admin_operations import ADMIN_OPERATIONS
+from identity.api.authentication import (
+    CSRF_HEADER,
+    authenticate_admin,
+    authenticate_console,
+    authenticate_user,
+    required_token,
+)
 from identity.api.bodies import (
     AccountConsents,
     AccountEvents,
     AccountSessions,
     AccountStatus,
-    AdminAuditEvents,
-    AdminAuditQuery,
     ChangePasswordRequest,
     ConfirmTotpRequest,
     EmailRequest,
@@ -59,57 +65,25 @@ from identity.api.bodies import (
     VerifyEmailRequest,
 )
 from identity.api.calls import ApiCall, Reply, Result
+from identity.api.operations import BEARER as _BEARER
+from identity.api.operations import BODY as _BODY
+from identity.api.operations import DOWN as _DOWN
+from identity.api.operations import PREFIX, Operation
 from identity.api.problems import (
     NO_STORE,
     Problem,
     from_account_error,
     from_validation,
-    insufficient_scope,
     malformed_body,
     not_found,
-    unauthenticated,
 )
 from identity.bearer import bearer_token
 from identity.config import Settings
 from identity.lanes import Lanes, carries_password
-from identity.protocol.scopes import ACCOUNT_SCOPE, ADMIN_SCOPE, account_audience
-from identity.protocol.tokens import InvalidToken, read_access_token, token_user_id
 from identity.security import request_context
 
-PREFIX = "/api/v1"
+__all__ = ["OPERATIONS", "PREFIX", "Operation", "api_routes"]
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
-
-@dataclass(frozen=True)
-class Operation:
-    """One route of the API, as the router and the OpenAPI document see it.
-
-    ``errors`` lists every error status the operation can answer (401 is implied by
-    ``auth``); ``query`` models the query string; ``other_successes`` lists success answers
-    besides ``status`` (status, body model). ``auth`` asks for a user's bearer token with
-    the ``account`` scope; with ``admin`` too, for a client's own token with ``admin``."""
-
-    method: str
-    path: str
-    summary: str
-    request: type[BaseModel] | None
-    response: type[BaseModel] | None
-    status: int
-    errors: tuple[int, ...]
-    auth: bool
-    handler: Callable[[ApiCall], Result] = field(repr=False, compare=False)
-    query: type[BaseModel] | None = None
-    other_successes: tuple[tuple[int, type[BaseModel] | None], ...] = ()
-    admin: bool = False
-
-    def __post_init__(self) -> None:
-        if self.admin and not self.auth:
-            raise ValueError(f"{self.method} {self.path}: an admin operation needs auth")
-
-
-_BODY = (400, 413, 415)  # a JSON body: invalid, too large, not JSON
-_DOWN = (503,)  # the database is unavailable (handled app-wide)
-_BEARER = (401, 403)
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -223,82 +197,11 @@ OPERATIONS: tuple[Operation, ...] = (
         ReauthenticateRequest, None, 204, (*_BEARER, *_BODY, 404, 429, *_DOWN), True,
         api_mfa.remove_passkey,
     ),
-    Operation(
-        "GET", f"{PREFIX}/admin/audit", "Audit events, oldest first (client token, scope admin)",
-        None, AdminAuditEvents, 200, (*_BEARER, 400, *_DOWN), True,
-        api_admin.list_audit, query=AdminAuditQuery, admin=True,
-    ),
+    *ADMIN_OPERATIONS,
 )  # fmt: skip
 
 
 # -- the request pipeline -------------------------------------------------------------------------
-
-
-def _required_token(request: Request) -> str:
-    """The bearer token; 401 without a challenge error when absent (RFC 6750 §3.1)."""
-    token = bearer_token(request.headers)
-    if token is None:
-        raise unauthenticated(None, "This operation needs a bearer access token.")
-    if not token:
-        raise unauthenticated("invalid_token", "The access token is empty.")
-    return token
-
-
-def _invalid_token() -> Problem:
-    return unauthenticated("invalid_token", "The access token is invalid or has expired.")
-
-
-def _token_claims(call: ApiCall, token: str, settings: Settings) -> dict[str, Any]:
-    """The claims of a token valid as a resource server checks it (alg, typ, kid, iss, exp,
-    ``aud`` the API's) and not on the denylist."""
-    try:
-        claims = read_access_token(
-            token,
-            call.oauth.issuer.keys.ring(),
-            issuer=settings.issuer,
-            audience=account_audience(settings.issuer),
-        )
-    except InvalidToken:
-        raise _invalid_token() from None
-    if call.oauth.denylist.is_revoked(claims["jti"], call.db):
-        raise unauthenticated("invalid_token", "The access token has been revoked.")
-    return claims
-
-
-def _authenticate(call: ApiCall, token: str, settings: Settings) -> None:
-    """Validate as a resource server would, then the denylist, the user and the scope."""
-    invalid = _invalid_token()
-    claims = _token_claims(call, token, settings)
-    try:
-        user_id = token_user_id(claims)  # None for a client's own token: not a user's
-    except InvalidToken:
-        user_id = None
-    # Read in this request's transaction rather than from the user cache (``oauth.users``):
-    # handlers change the row (name, password), which a shared detached copy must not see,
-    # and the API is no hot path. A disabled or deleted user is refused at once.
-    user = repositories.get_user(call.db, user_id) if user_id is not None else None
-    if user is None or not user.is_active:
-        raise invalid
-    if ACCOUNT_SCOPE not in str(claims.get("scope", "")).split():
-        raise insufficient_scope(ACCOUNT_SCOPE)
-    call.user, call.claims = user, claims
-
-
-def _authenticate_admin(call: ApiCall, token: str, settings: Settings) -> None:
-    """A client's own token (client_credentials: ``sub`` is the client), from a client that
-    still exists and is still registered for ``admin``, with the ``admin`` scope. A user's
-    token never passes, whatever its scope."""
-    claims = _token_claims(call, token, settings)
-    client_id = claims["client_id"]
-    if claims.get("sub") != client_id:
-        raise insufficient_scope(ADMIN_SCOPE)  # a user's token
-    client = repositories.get_client(call.db, client_id)
-    if client is None:
-        raise _invalid_token()
-    granted = str(claims.get("scope", "")).split()
-    if ADMIN_SCOPE not in granted or not client.has_scope(ADMIN_SCOPE):
-        raise insufficient_scope(ADMIN_SCOPE)
-    call.claims = claims
 
 
 def _allows_empty(model: type[BaseModel]) -> bool:
@@ -341,12 +244,25 @@ def _success(operation: Operation, result: Result) -> Response:
     )
 
 
+def _console_cookie(request: Request, operation: Operation) -> str | None:
+    """The admin console's session cookie, when an admin operation is called with it and
+    without an ``Authorization`` header (a header always decides: a token is never mixed
+    with a session)."""
+    if not operation.admin or "authorization" in request.headers:
+        return None
+    policy: SessionPolicy = request.app.state.session_policy
+    return request.cookies.get(policy.cookie_name) or None
+
+
 async def _handle(request: Request, operation: Operation, settings: Settings) -> Response:
     accounts: Accounts = request.app.state.accounts
     oauth = request.app.state.oauth
     context = request_context(request, settings.trusted_proxies)
+    cookie = _console_cookie(request, operation)
     try:
-        token = _required_token(request) if operation.auth else ""
+        token = ""
+        if operation.auth and cookie is None:
+            token = required_token(bearer_token(request.headers), admin=operation.admin)
         raw = await request.body() if operation.request is not None else b""
     except Problem as problem:
         return problem.response()
@@ -355,14 +271,24 @@ async def _handle(request: Request, operation: Operation, settings: Settings) ->
             raise
         return Problem(413, "The body is larger than this server accepts.").response()
     content_type = request.headers.get("content-type")
+    # Convertors give typed values ({user_id:uuid}); handlers read the text.
+    path = {name: str(value) for name, value in request.path_params.items()}
 
     def run() -> Response:
         with accounts.database.transaction() as db:
-            call = ApiCall(db, accounts, oauth, context, path=dict(request.path_params))
-            if operation.admin:
-                _authenticate_admin(call, token, settings)
+            call = ApiCall(db, accounts, oauth, context, path=path)
+            if cookie is not None:
+                authenticate_console(
+                    call,
+                    cookie,
+                    request.app.state.session_policy,
+                    method=operation.method,
+                    csrf_token=request.headers.get(CSRF_HEADER),
+                )
+            elif operation.admin:
+                authenticate_admin(call, token, settings)
             elif operation.auth:
-                _authenticate(call, token, settings)
+                authenticate_user(call, token, settings)
             if operation.request is not None:
                 call.body = _parse_body(operation.request, content_type, raw)
             if operation.query is not None:

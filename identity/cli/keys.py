@@ -9,29 +9,24 @@ from typing import Any
 from identity import audit
 from identity.cli.common import emit, open_database
 from identity.config import Settings
+from identity.key_admin import list_keys, rotate_signing_key
 from identity.secret_box import new_key
 from identity.services import key_store
 
 
 def keys_list(args: argparse.Namespace, settings: Settings) -> None:
-    store = key_store(settings)
-    store.ensure()
-    rows = [r.as_dict() for r in store.records()]
+    rows = [r.as_dict() for r in list_keys(key_store(settings))]
     text = "\n".join(f"{r['kid']}  {r['state']:<8} created {r['created_at']}" for r in rows)
     emit(args, rows, text)
 
 
 def keys_rotate(args: argparse.Namespace, settings: Settings) -> None:
-    store = key_store(settings)
-    store.ensure()
-    promoted = store.rotate()
     with open_database(settings).transaction() as session:
-        audit.record(
+        promoted = rotate_signing_key(
+            key_store(settings),
             session,
-            "key.rotated",
-            context=audit.RequestContext.command_line(),
             actor="admin",
-            detail={"kid": promoted.kid},
+            context=audit.RequestContext.command_line(),
         )
     emit(args, promoted.as_dict(), f"{promoted.kid} signs now; the old key is retired")
 

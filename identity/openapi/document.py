@@ -26,6 +26,8 @@ from identity import rendering
 from identity.config import Settings
 from identity.openapi.oauth import oauth_paths
 from identity.openapi.schemas import (
+    ADMIN_DESCRIPTION,
+    ADMIN_TAG,
     API_TAG,
     CONVERTORS,
     DISCOVERY_TAG,
@@ -148,7 +150,7 @@ def _api_operation(operation: Operation, refs: dict[Any, Any]) -> tuple[str, dic
     method = operation.method.upper()
     path, parameters = _path_and_parameters(operation.path)
     spec: dict[str, Any] = {
-        "tags": [API_TAG],
+        "tags": [ADMIN_TAG if operation.admin else API_TAG],
         "operationId": _operation_id(method, path),
         "summary": operation.summary,
         "security": [{"bearerAuth": []}] if operation.auth else [],
@@ -208,13 +210,14 @@ def openapi_document(settings: Settings, operations: Sequence[Operation]) -> dic
             "title": "identity",
             "version": _version(),
             "description": (
-                "The JSON account API (`/api/v1`, RFC 9457 problem details on errors) and the "
-                "OAuth 2.1 / OpenID Connect endpoints (RFC 6749 error JSON)."
+                "The JSON account and admin API (`/api/v1`, RFC 9457 problem details on errors) "
+                "and the OAuth 2.1 / OpenID Connect endpoints (RFC 6749 error JSON)."
             ),
         },
         "servers": [{"url": settings.issuer}],
         "tags": [
             {"name": API_TAG, "description": "Accounts for API clients; JSON in and out."},
+            {"name": ADMIN_TAG, "description": ADMIN_DESCRIPTION},
             {"name": OAUTH_TAG, "description": "Form-encoded requests, answered in JSON."},
             {"name": DISCOVERY_TAG, "description": "Public documents, cacheable."},
         ],

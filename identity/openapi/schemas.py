@@ -7,6 +7,14 @@ from typing import Any
 
 REF = "#/components/schemas/{model}"
 API_TAG = "Account API"
+ADMIN_TAG = "Admin API"
+ADMIN_DESCRIPTION = (
+    "Operators' work on users, clients and keys, every call audited. A client's own token "
+    "(client_credentials) with the `admin` scope and the API as its audience; or, from the "
+    "admin console's pages, an administrator's session cookie (the `admin` role and a second "
+    "factor), without an Authorization header, with the session's CSRF token in "
+    "`X-CSRF-Token` on every call that changes something."
+)
 OAUTH_TAG = "OAuth 2.0 / OpenID Connect"
 DISCOVERY_TAG = "Discovery"
 CONVERTORS: dict[str, dict[str, Any]] = {

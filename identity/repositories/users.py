@@ -6,17 +6,24 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import event, inspect, select
+from sqlalchemy import and_, event, inspect, or_, select
 from sqlalchemy.orm import Session
 
 from identity.models import User
 from identity.repositories.cache_generations import bump_cache_generation
 
-__all__ = ["add_user", "delete_user", "get_user", "get_user_by_email", "list_users"]
+__all__ = [
+    "add_user",
+    "delete_user",
+    "get_user",
+    "get_user_by_email",
+    "list_users",
+    "search_users",
+]
 
 
-def get_user(session: Session, user_id: uuid.UUID) -> User | None:
-    return session.get(User, user_id)
+def get_user(session: Session, user_id: uuid.UUID, *, for_update: bool = False) -> User | None:
+    return session.get(User, user_id, with_for_update=for_update or None)
 
 
 def get_user_by_email(session: Session, email: str, *, for_update: bool = False) -> User | None:
@@ -33,6 +40,31 @@ def add_user(session: Session, user: User) -> None:
 
 def list_users(session: Session, limit: int = 1000) -> Sequence[User]:
     return session.scalars(select(User).order_by(User.created_at, User.id).limit(limit)).all()
+
+
+def search_users(
+    session: Session,
+    *,
+    email_prefix: str | None,
+    active: bool | None,
+    verified: bool | None,
+    after: tuple[str, uuid.UUID] | None,
+    limit: int,
+) -> Sequence[User]:
+    """Up to ``limit`` users ordered by (email, id), past the key ``after`` (keyset pages:
+    each page costs the same however deep), matching every filter given. The prefix is
+    matched literally: its ``%``, ``_`` and escape characters are escaped."""
+    query = select(User)
+    if email_prefix:
+        query = query.where(User.email.startswith(email_prefix, autoescape=True))
+    if active is not None:
+        query = query.where(User.is_active == active)
+    if verified is not None:
+        query = query.where(User.email_verified == verified)
+    if after is not None:
+        email, user_id = after
+        query = query.where(or_(User.email > email, and_(User.email == email, User.id > user_id)))
+    return session.scalars(query.order_by(User.email, User.id).limit(limit)).all()
 
 
 def delete_user(session: Session, user: User) -> None:

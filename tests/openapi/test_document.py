@@ -166,6 +166,7 @@ def test_api_operations_document_their_bodies_errors_and_security(
             assert set(spec["requestBody"]["content"]) == {"application/json"}
         for status in operation.errors:
             assert set(responses[str(status)]["content"]) == {"application/problem+json"}
+        assert spec["tags"] == ["Admin API" if operation.admin else "Account API"]
         if operation.auth:
             assert spec["security"] == [{"bearerAuth": []}]
             assert "WWW-Authenticate" in responses["401"]["headers"]
