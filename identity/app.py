@@ -44,6 +44,7 @@ from identity.security import (
 from identity.services import build_services
 from identity.web import pages
 from identity.web.account import account_routes
+from identity.web.admin import admin_routes
 from identity.web.authorize import authorize_routes
 from identity.web.device import device_routes
 from identity.web.end_session import end_session_routes
@@ -53,6 +54,7 @@ from identity.web.passkeys import passkey_routes
 from identity.web.signin import signin_routes
 from identity.web.signup import signup_routes
 from identity.web.two_factor import two_factor_routes
+from identity.webhook_delivery import WebhookSender
 
 log = logging.getLogger("identity")
 
@@ -217,6 +219,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     database, oauth, accounts = services.database, services.oauth, services.accounts
     redis_client, loop_redis, keys = services.redis, services.loop_redis, services.keys
     sender = OutboxSender(database, settings)
+    webhook_sender = WebhookSender(database, settings, accounts.secret_box)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -227,12 +230,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         pruner = asyncio.create_task(_prune_forever(database))
         stop_sending = asyncio.Event()
         mail = asyncio.create_task(sender.run(stop_sending))
+        hooks = asyncio.create_task(webhook_sender.run(stop_sending))
         _freeze_startup_objects()
         try:
             yield
         finally:
             stop_sending.set()  # the sender finishes the message at hand, then stops
             await mail
+            await hooks  # the round at hand ends within a timeout
             pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pruner
@@ -260,6 +265,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *passkey_page_routes(),
         *signup_routes(),
         *account_routes(),
+        *admin_routes(),
         *device_routes(),
         *api_routes(settings),
         *openapi_routes(settings, OPERATIONS),
