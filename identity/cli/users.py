@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from identity.accounts import factors, operators, roles
+from identity.accounts import operators, roles
 from identity.accounts.service import Accounts
 from identity.audit import RequestContext
 from identity.cli.common import command_services, emit, open_database
@@ -80,16 +80,11 @@ def users_delete(args: argparse.Namespace, settings: Settings) -> None:
 
 def users_mfa_reset(args: argparse.Namespace, settings: Settings) -> None:
     """Remove every second factor and recovery code of an account that lost them; the
-    owner is mailed and the reset audited."""
+    owner is mailed and the reset audited (the rule the admin API and console use too)."""
     accounts = _accounts(settings)
     with accounts.database.transaction() as session:
         user = operators.find_user(session, args.user)
-        summary = factors.summary(session, user)
-        # Nothing to remove: no audit row, and no mail telling the owner a factor went.
-        reset = summary.any or summary.recovery_codes_left > 0
-        if reset:
-            # actor "admin", as every other operator command records
-            factors.reset(accounts, session, user, RequestContext.command_line(), actor="admin")
+        reset = operators.reset_mfa(accounts, session, user)
         email = user.email
     text = (
         f"{email}: second factors and recovery codes removed; the password alone signs in now"
