@@ -3,6 +3,7 @@ its markers runs as it is, only pointed at the test's server."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -19,7 +20,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 # Where the README's reader has the server: the one thing a test must point elsewhere.
 README_ADDRESS = "http://localhost:8000"
 # Every block of the README between markers, and the test that runs it.
-TESTED_BLOCKS = {"walkthrough", "api-walkthrough", "resource-server"}
+TESTED_BLOCKS = {"walkthrough", "api-walkthrough", "admin-walkthrough", "resource-server"}
 
 
 def _block(name: str, language: str = "bash") -> str:
@@ -67,6 +68,20 @@ def test_curl_walkthrough_runs_as_printed(
     assert '"aud":"https://billing.example.com"' in introspected
     assert revoked == "{}"
     assert introspected_again == '{"active":false}'
+
+
+def test_admin_walkthrough_runs_as_printed(
+    served: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    url, env = served
+    output = _run_as_printed(_block("admin-walkthrough"), url, env, tmp_path)
+    role_answer, listed = output.strip().split("\n")
+    assert role_answer == "204"
+    users = json.loads(listed)["users"]
+    assert [user["email"] for user in users] == ["grace@example.com"]
+    assert users[0]["email_verified"] is True
+    shown = run_cli(env, "users", "roles", "list", "grace@example.com")
+    assert shown == {"roles": ["app1:editor"]}
 
 
 def test_resource_server_snippet_validates_a_real_token(
