@@ -193,6 +193,7 @@ class AuditFilter:
         session: Session,
         *,
         after_id: int | None = None,
+        before_id: int | None = None,
         limit: int = 100,
         newest_first: bool = False,
     ) -> list[AuditEvent]:
@@ -204,6 +205,7 @@ class AuditFilter:
                 type_prefix=self.type_prefix,
                 since=self.since,
                 after_id=after_id,
+                before_id=before_id,
                 limit=limit,
                 newest_first=newest_first,
             )

@@ -38,6 +38,7 @@ def list_audit_events(
     type_prefix: str | None = None,
     since: datetime | None = None,
     after_id: int | None = None,
+    before_id: int | None = None,
     limit: int = 100,
     newest_first: bool = False,
 ) -> Sequence[AuditEvent]:
@@ -53,6 +54,8 @@ def list_audit_events(
         query = query.where(AuditEvent.occurred_at >= since)
     if after_id is not None:
         query = query.where(AuditEvent.id > after_id)
+    if before_id is not None:
+        query = query.where(AuditEvent.id < before_id)
     return session.scalars(query).all()
 
 

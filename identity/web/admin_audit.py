@@ -1,6 +1,7 @@
 """The console's audit trail: the events that match the filters (user, client, type prefix,
-since), oldest first, a page at a time, as ``identity audit list`` and the admin API read
-them. Reading the trail is not itself recorded (a page left open would fill it)."""
+since), newest first, a page at a time: an operator opening the page looks for what just
+happened (the API and ``identity audit`` read oldest first, as pollers do). Reading the trail
+is not itself recorded (a page left open would fill it)."""
 
 from __future__ import annotations
 
@@ -91,12 +92,12 @@ def _email_of(console: Console, text: str | None) -> str | None:
 def _audit(console: Console) -> Response:
     params = console.request.query_params
     values = {name: params.get(name, "").strip()[:320] for name in _FILTERS}
-    after_text = params.get("after", "")
+    before_text = params.get("before", "")
     try:
         selection = _selection(console, values)
-        after = int(after_text) if after_text else None
-        if after is not None and not 0 <= after < _MAX_ID:
-            raise ValueError(after_text)
+        before = int(before_text) if before_text else None
+        if before is not None and not 0 <= before < _MAX_ID:
+            raise ValueError(before_text)
     except InvalidInput as error:
         return _page(console, values, [], None, 400, {"form": "Check the filters", **error.fields})
     except ValueError:
@@ -104,13 +105,13 @@ def _audit(console: Console) -> Response:
         return _page(console, values, [], None, 400, errors)
     if selection.subject == _NO_ONE:
         return _page(console, values, [], None)
-    events = selection.query(console.db, after_id=after, limit=_PAGE_SIZE + 1)
+    events = selection.query(console.db, before_id=before, limit=_PAGE_SIZE + 1, newest_first=True)
     page = events[:_PAGE_SIZE]
     more = None
     if len(events) > _PAGE_SIZE:
         filters = {k: v for k, v in values.items() if v}
-        more = "/admin/audit?" + urlencode({**filters, "after": page[-1].id})
-    return _page(console, values, [_row(console, e) for e in page], more, first_page=after is None)
+        more = "/admin/audit?" + urlencode({**filters, "before": page[-1].id})
+    return _page(console, values, [_row(console, e) for e in page], more, first_page=before is None)
 
 
 def _page(
