@@ -1,7 +1,7 @@
 """The admin console (``/admin``): the guard every console page passes, the overview, and
 the route list. The pages are one module per noun (``admin_users``, ``admin_clients``,
-``admin_audit``) on ``admin_console``'s parts; the rules they apply are the account and
-protocol services' own, the ones the admin API and the CLI call.
+``admin_audit``, ``admin_webhooks``) on ``admin_console``'s parts; the rules they apply are
+the account and protocol services' own, the ones the admin API and the CLI call.
 
 Who may use the console is ``operators.is_console_admin`` (an active user with the ``admin``
 role whose session showed a second factor); the guard only tells a visitor it turns away
@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from identity.accounts import factors, operators, roles
 from identity.models import User
-from identity.web import admin_audit, admin_clients, admin_users
+from identity.web import admin_audit, admin_clients, admin_users, admin_webhooks
 from identity.web.admin_console import Console, ConsolePage, ConsoleRoute
 from identity.web.pages import Visit, message, read_form, redirect, transact
 from identity.web.two_factor import SETUP, SIGN_IN_STEP
@@ -103,5 +103,6 @@ def admin_routes() -> list[BaseRoute]:
         *admin_users.user_routes(),
         *admin_clients.client_routes(),
         *admin_audit.audit_routes(),
+        *admin_webhooks.webhook_routes(),
     ]
     return [_route(entry) for entry in entries]

@@ -38,8 +38,6 @@ GRACE_CHOICES = (
 )
 _DEFAULT_GRACE = "86400"
 _FLAGS = ("first_party", "require_mfa")
-_SHOW_ONCE = "admin_client_secret"
-_SECRET_SHOWN_FOR = 600  # seconds: a secret not shown by then is dropped unseen
 _NOT_FOUND = "There is no such client. It may have been deleted."
 
 
@@ -88,32 +86,6 @@ def _refusal(error: Exception) -> dict[str, str]:
     return {"form": f"This client can't be saved: {error}."}
 
 
-# -- the secret, shown once -----------------------------------------------------------------
-
-
-def _keep_secret(console: Console, client_id: str, secret: str) -> None:
-    browser = console.visit.browser
-    assert browser is not None  # the guard let only signed-in sessions through
-    record = {
-        "client_id": client_id,
-        "sealed": console.accounts.secret_box.seal(secret),
-        "at": console.accounts.now().timestamp(),
-    }
-    browser.data = {**browser.data, _SHOW_ONCE: record}
-
-
-def _take_secret(console: Console, client_id: str) -> str | None:
-    """The secret kept for ``client_id``'s page, taken out so that it shows once."""
-    browser = console.visit.browser
-    record = browser.data.get(_SHOW_ONCE) if browser is not None else None
-    if browser is None or not isinstance(record, dict) or record.get("client_id") != client_id:
-        return None
-    browser.data = {k: v for k, v in browser.data.items() if k != _SHOW_ONCE}
-    if console.accounts.now().timestamp() - float(record.get("at", 0)) > _SECRET_SHOWN_FOR:
-        return None
-    return console.accounts.secret_box.open(str(record.get("sealed", "")))
-
-
 # -- the list and a new client --------------------------------------------------------------
 
 
@@ -154,7 +126,7 @@ def _create(console: Console, form: dict[str, str]) -> Response:
         return _list_page(console, 400, _refusal(error), form)
     client = registered.client
     if registered.secret is not None:
-        _keep_secret(console, client.client_id, registered.secret)
+        console.keep_secret("client", client.client_id, registered.secret)
     return console.done(f"Created the client {client.name}", f"/admin/clients/{client.client_id}")
 
 
@@ -176,7 +148,7 @@ def _detail_page(
         "admin/client.html",
         status,
         client=client,
-        secret=_take_secret(console, client.client_id),
+        secret=console.take_secret("client", client.client_id),
         grants=GRANTS,
         grace_choices=GRACE_CHOICES,
         default_grace=_DEFAULT_GRACE,
@@ -230,7 +202,7 @@ def _rotate(console: Console, form: dict[str, str]) -> Response:
             )
     except (clients.ClientRegistrationError, InvalidInput) as error:
         return _detail_page(console, client, 400, _refusal(error))
-    _keep_secret(console, client.client_id, secret)
+    console.keep_secret("client", client.client_id, secret)
     return console.done(
         f"Rotated the secret of {client.name}", f"/admin/clients/{client.client_id}"
     )

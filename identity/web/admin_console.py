@@ -2,8 +2,8 @@
 the visit, the administrator who is the actor of every change), the console's sections, and
 the declarations of its pages and forms, which ``admin.admin_routes`` puts behind the guard.
 
-The page modules (``admin_users``, ``admin_clients``, ``admin_audit``) import this module,
-and ``admin`` imports them: the pages never import the guard's module."""
+The page modules (``admin_users``, ``admin_clients``, ``admin_audit``, ``admin_webhooks``)
+import this module, and ``admin`` imports them: the pages never import the guard's module."""
 
 from __future__ import annotations
 
