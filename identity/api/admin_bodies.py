@@ -2,8 +2,8 @@
 
 Requests follow ``bodies.RequestBody`` (exact fields, strict types, capped lengths, no
 nulls); the rules themselves (names, passwords, redirect URIs, roles) stay in the services,
-whose messages the field errors carry. No response holds a secret, except the client
-secret of a creation or a rotation, which is shown that once.
+whose messages the field errors carry. No response holds a secret, except the client or
+webhook secret of a creation or a rotation, which is shown that once.
 """
 
 from __future__ import annotations
@@ -272,3 +272,96 @@ class AdminKey(BaseModel):
 
 class AdminKeys(BaseModel):
     keys: list[AdminKey]
+
+
+# -- webhooks -----------------------------------------------------------------------------------
+
+# Thirty days: the longest overlap webhooks.rotate_secret allows.
+MAX_OVERLAP_SECONDS = 30 * 24 * 3600
+EventPattern = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class AdminWebhook(BaseModel):
+    """A webhook endpoint; never its signing secret."""
+
+    id: str
+    url: str
+    events: list[str] = Field(description="Event types, families (user.*) or * for all.")
+    enabled: bool
+    disabled_reason: str | None
+    created_at: datetime
+    failing_since: datetime | None = Field(description="Since when every attempt has failed.")
+    previous_secret_until: datetime | None = Field(
+        description="Until when the secret replaced by a rotation signs too."
+    )
+
+
+class AdminWebhooks(BaseModel):
+    webhooks: list[AdminWebhook]
+
+
+class AdminWebhookDelivery(BaseModel):
+    """One delivery of an event to the endpoint and how its attempts went."""
+
+    id: int
+    event_type: str
+    message_id: str = Field(description="The webhook-id header: the same on a redelivery.")
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status_code: int | None
+    last_response_ms: int | None
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+
+
+class AdminWebhookDeliveries(BaseModel):
+    """Newest first."""
+
+    deliveries: list[AdminWebhookDelivery]
+
+
+class AdminWebhookDetail(AdminWebhook):
+    """The endpoint and its 20 newest deliveries, newest first."""
+
+    deliveries: list[AdminWebhookDelivery]
+
+
+class AdminDeliveriesQuery(BaseModel):
+    """Query parameters of ``GET /api/v1/admin/webhooks/{webhook_id}/deliveries``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(20, ge=1, le=200)
+
+
+class AdminCreateWebhookRequest(RequestBody):
+    """``url``: https on a public address (http and private addresses too where
+    IDENTITY_WEBHOOKS_ALLOW_PRIVATE=1); ``events``: event types, families or ``*``."""
+
+    url: Uri
+    events: Annotated[list[EventPattern], Field(min_length=1, max_length=50)]
+
+
+class AdminCreatedWebhook(AdminWebhook):
+    """The new endpoint; ``secret`` (``whsec_...``) is shown this once."""
+
+    secret: str
+
+
+class AdminRotateWebhookSecretRequest(RequestBody):
+    overlap_seconds: int = Field(
+        86400,
+        ge=0,
+        le=MAX_OVERLAP_SECONDS,
+        description="How long the old secret signs too (0: it stops now). Default a day.",
+    )
+
+
+class AdminRotatedWebhookSecret(BaseModel):
+    """The new secret, shown this once."""
+
+    id: str
+    secret: str
+    previous_secret_until: datetime | None

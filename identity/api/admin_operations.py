@@ -9,6 +9,7 @@ from identity.api import admin as api_audit
 from identity.api import admin_clients as api_clients
 from identity.api import admin_keys as api_keys
 from identity.api import admin_users as api_users
+from identity.api import admin_webhooks as api_webhooks
 from identity.api.admin_bodies import (
     AdminAuditEvents,
     AdminAuditQuery,
@@ -16,24 +17,35 @@ from identity.api.admin_bodies import (
     AdminClients,
     AdminCreateClientRequest,
     AdminCreatedClient,
+    AdminCreatedWebhook,
     AdminCreateUserRequest,
+    AdminCreateWebhookRequest,
+    AdminDeliveriesQuery,
     AdminKey,
     AdminKeys,
     AdminMfaReset,
     AdminRotatedSecret,
+    AdminRotatedWebhookSecret,
     AdminRotateSecretRequest,
+    AdminRotateWebhookSecretRequest,
     AdminUpdateClientRequest,
     AdminUpdateUserRequest,
     AdminUser,
     AdminUserDetail,
     AdminUsers,
     AdminUsersQuery,
+    AdminWebhook,
+    AdminWebhookDeliveries,
+    AdminWebhookDetail,
+    AdminWebhooks,
 )
 from identity.api.operations import BEARER, BODY, DOWN, PREFIX, Operation
 
 _ADMIN = f"{PREFIX}/admin"
 _USER = f"{_ADMIN}/users/{{user_id:uuid}}"
 _CLIENT = f"{_ADMIN}/clients/{{client_id}}"
+_WEBHOOKS = f"{_ADMIN}/webhooks"
+_WEBHOOK = f"{_WEBHOOKS}/{{webhook_id}}"
 _ONE = (*BEARER, 404, *DOWN)  # an operation on one user or client, without a body
 
 ADMIN_OPERATIONS: tuple[Operation, ...] = (
@@ -145,5 +157,53 @@ ADMIN_OPERATIONS: tuple[Operation, ...] = (
         "POST", f"{_ADMIN}/keys/rotate", "The published next key starts signing (admin)",
         None, AdminKey, 200, (*BEARER, 409, *DOWN), True,
         api_keys.rotate_keys, admin=True,
+    ),
+    # -- webhooks
+    Operation(
+        "GET", _WEBHOOKS, "Every webhook endpoint, without its secret (admin)",
+        None, AdminWebhooks, 200, (*BEARER, *DOWN), True,
+        api_webhooks.list_webhooks, admin=True,
+    ),
+    Operation(
+        "POST", _WEBHOOKS, "Register a webhook endpoint; its signing secret is shown once (admin)",
+        AdminCreateWebhookRequest, AdminCreatedWebhook, 201, (*BEARER, *BODY, *DOWN), True,
+        api_webhooks.create_webhook, admin=True,
+    ),
+    Operation(
+        "GET", _WEBHOOK, "A webhook endpoint and its newest deliveries (admin)",
+        None, AdminWebhookDetail, 200, _ONE, True,
+        api_webhooks.get_webhook, admin=True,
+    ),
+    Operation(
+        "DELETE", _WEBHOOK, "Remove a webhook endpoint and its delivery log (admin)",
+        None, None, 204, _ONE, True,
+        api_webhooks.delete_webhook, admin=True,
+    ),
+    Operation(
+        "POST", f"{_WEBHOOK}/enable", "Send to the endpoint again, what waited first (admin)",
+        None, AdminWebhook, 200, _ONE, True,
+        api_webhooks.enable_webhook, admin=True,
+    ),
+    Operation(
+        "POST", f"{_WEBHOOK}/disable", "Stop sending to the endpoint (admin)",
+        None, AdminWebhook, 200, _ONE, True,
+        api_webhooks.disable_webhook, admin=True,
+    ),
+    Operation(
+        "POST", f"{_WEBHOOK}/rotate-secret",
+        "A new signing secret, shown once; the old one signs too for an overlap (admin)",
+        AdminRotateWebhookSecretRequest, AdminRotatedWebhookSecret, 200,
+        (*BEARER, *BODY, 404, *DOWN), True, api_webhooks.rotate_secret, admin=True,
+    ),
+    Operation(
+        "GET", f"{_WEBHOOK}/deliveries", "The endpoint's newest deliveries, newest first (admin)",
+        None, AdminWebhookDeliveries, 200, (*BEARER, 400, 404, *DOWN), True,
+        api_webhooks.list_deliveries, query=AdminDeliveriesQuery, admin=True,
+    ),
+    Operation(
+        "POST", f"{_WEBHOOKS}/deliveries/{{delivery_id}}/redeliver",
+        "Send a delivery's event again, now, with the same webhook-id (admin)",
+        None, None, 202, (*BEARER, 404, 409, *DOWN), True,
+        api_webhooks.redeliver, admin=True,
     ),
 )  # fmt: skip
