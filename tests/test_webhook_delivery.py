@@ -4,7 +4,6 @@ claims shared by two deliverers, rotation overlap, and the address check at deli
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from tests.conftest import (
     stop_process,
     wait_until_up,
 )
+from tests.loops import run_in_own_loop
 from tests.web_helpers import PASSWORD, Browser, code_from
 
 _CLI = RequestContext.command_line()
@@ -167,7 +167,7 @@ def record(database: Database, type: str, subject: str | None = None, **detail: 
 
 def run_round(sender: WebhookSender) -> int:
     sender.dispatch()
-    return asyncio.run(sender.deliver_due())
+    return run_in_own_loop(lambda: sender.deliver_due())
 
 
 def delivery(database: Database) -> WebhookDelivery:
@@ -433,7 +433,7 @@ def test_two_deliverers_deliver_each_attempt_once(
 
         def work(sender: WebhookSender) -> None:
             start.wait()
-            while asyncio.run(sender.deliver_due(limit=3)):
+            while run_in_own_loop(lambda: sender.deliver_due(limit=3)):
                 pass
 
         threads = [threading.Thread(target=work, args=(s,)) for s in senders]

@@ -4,7 +4,6 @@ another command (``identity users create``) reaching a receiver, signed."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
@@ -18,6 +17,7 @@ from identity.secret_box import SecretBox
 from identity.webhook_delivery import WebhookSender
 from tests.conftest import remember_secret
 from tests.conftest import run_main as _run
+from tests.loops import run_in_own_loop
 from tests.test_webhook_delivery import Receiver
 from tests.web_helpers import PASSWORD
 
@@ -132,7 +132,7 @@ def test_a_user_created_on_the_command_line_reaches_the_receiver(
     box = SecretBox.from_sources(None, Path(os.environ["IDENTITY_KEYS_DIR"]))
     sender = WebhookSender(database, settings, box)
     sender.dispatch()
-    assert asyncio.run(sender.deliver_due()) == 1
+    assert run_in_own_loop(lambda: sender.deliver_due()) == 1
     message = receiver.verified(added["secret"])
     assert message["type"] == "user.created"
     assert message["data"] == {"id": user_id, "email": "kim@example.com"}
@@ -144,5 +144,5 @@ def test_a_user_created_on_the_command_line_reaches_the_receiver(
         "redelivered": deliveries[0]["id"]
     }
     sender.dispatch()
-    assert asyncio.run(sender.deliver_due()) == 1
+    assert run_in_own_loop(lambda: sender.deliver_due()) == 1
     assert receiver.verified(added["secret"]) == message

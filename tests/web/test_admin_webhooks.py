@@ -6,7 +6,6 @@ actor, and no change without the form's CSRF token."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from identity.db import Database
 from identity.models import User
 from identity.webhook_delivery import WebhookSender
 from tests.conftest import remember_secret
+from tests.loops import run_in_own_loop
 from tests.test_webhook_delivery import Receiver
 from tests.web import test_admin_console as console_pages
 from tests.web.test_admin_console import ALICE, _accounts, _act, _assert_audited, _events, _notice
@@ -108,7 +108,7 @@ def _deliver(sender: WebhookSender, database: Database) -> None:
     deadline = time.monotonic() + 10
     while True:
         sender.dispatch()
-        asyncio.run(sender.deliver_due())
+        run_in_own_loop(lambda: sender.deliver_due())
         with database.transaction() as session:
             waiting = repositories.has_undispatched_webhook_events(session)
         unsettled = [d for d in _deliveries(database) if d.attempts == 0 or d.claimed_until]
