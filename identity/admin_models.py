@@ -1,6 +1,6 @@
 """Rows of the operators' features: roles given to users, and webhook endpoints with their
 outbox of events and log of deliveries. Kept apart from ``models`` by noun, on the same
-``Base``: whatever reads the whole metadata (migrations, their test) imports this module too."""
+``Base`` (``model_base``); ``models`` re-exports them, so importing it registers every table."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from identity.models import Base, BigId, utcnow
+from identity.model_base import Base, BigId, utcnow
 
 
 class UserRole(Base):

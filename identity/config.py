@@ -14,6 +14,19 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from identity.config_values import (
+    boolean,
+    networks,
+    non_negative_float,
+    one_of,
+    optional,
+    positive_float,
+    positive_int,
+    seconds_list,
+    whole_number,
+    word_list,
+)
+
 log = logging.getLogger("identity.config")
 
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -21,84 +34,6 @@ _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 class SettingsError(ValueError):
     """An ``IDENTITY_*`` variable holds a value that cannot be used."""
-
-
-def _boolean(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError("expected on/off, true/false, yes/no or 1/0")
-
-
-def _whole_number(raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError("expected a whole number") from None
-
-
-def _positive_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ValueError("expected a whole number above 0")
-    return value
-
-
-def _non_negative_float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also refuses nan
-        raise ValueError("expected a number of seconds, 0 or more")
-    return value
-
-
-def _seconds_list(raw: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in _word_list(raw))
-    except ValueError:
-        values = ()
-    if not values or min(values) <= 0:
-        raise ValueError("expected whole numbers of seconds above 0, separated by spaces")
-    return values
-
-
-def _positive_float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):  # also refuses nan
-        raise ValueError("expected a number of seconds above 0")
-    return value
-
-
-def _word_list(raw: str) -> tuple[str, ...]:
-    return tuple(part for part in raw.replace(",", " ").split() if part)
-
-
-def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(part, strict=False) for part in _word_list(raw))
-
-
-def _optional(raw: str) -> str | None:
-    return raw.strip() or None
-
-
-def _one_of(*choices: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}")
-        return value
-
-    return parse
 
 
 # The databases identity runs on, and the SQLAlchemy URL schemes that reach them.
@@ -145,7 +80,7 @@ class Settings:
     )
     redis_url: str | None = _setting(
         None,
-        _optional,
+        optional,
         doc="Redis URL; unset means in-process limiters and a database-only denylist",
         secret=True,
     )
@@ -153,93 +88,93 @@ class Settings:
     keys_dir: Path = _setting(Path("keys"), Path, doc="Folder of the signing keys and manifest")
     secret_key: str | None = _setting(
         None,
-        _optional,
+        optional,
         doc="Keys that encrypt secrets at rest (TOTP seeds), comma-separated, the first "
         "encrypting; unset: `secret.keys` in the keys folder, made on first start "
         '(see "Multi-factor authentication and passkeys")',
         secret=True,
     )
     keys_reload_seconds: float = _setting(
-        10.0, _non_negative_float, doc="How often a running server looks for key changes"
+        10.0, non_negative_float, doc="How often a running server looks for key changes"
     )
     insecure_http: bool = _setting(
         False,
-        _boolean,
+        boolean,
         doc="Allow a non-loopback `http://` issuer, and `http://` upstream providers "
         "(development only)",
     )
-    access_token_ttl: int = _setting(600, _positive_int, doc="Access token lifetime, seconds")
-    id_token_ttl: int = _setting(600, _positive_int, doc="ID token lifetime, seconds")
+    access_token_ttl: int = _setting(600, positive_int, doc="Access token lifetime, seconds")
+    id_token_ttl: int = _setting(600, positive_int, doc="ID token lifetime, seconds")
     authorization_code_ttl: int = _setting(
-        60, _positive_int, doc="Authorization code lifetime, seconds (60 at most)"
+        60, positive_int, doc="Authorization code lifetime, seconds (60 at most)"
     )
     refresh_token_idle_ttl: int = _setting(
-        1209600, _positive_int, doc="A refresh token dies after this long unused, seconds"
+        1209600, positive_int, doc="A refresh token dies after this long unused, seconds"
     )
     refresh_token_absolute_ttl: int = _setting(
-        7776000, _positive_int, doc="A refresh-token family dies this long after login, seconds"
+        7776000, positive_int, doc="A refresh-token family dies this long after login, seconds"
     )
     refresh_grace_seconds: int = _setting(
         0,
-        _whole_number,
+        whole_number,
         doc="A client retrying a refresh within this many seconds gets the same successor",
     )
     password_grant: bool = _setting(
-        False, _boolean, doc="Allow the password grant (only for --first-party clients)"
+        False, boolean, doc="Allow the password grant (only for --first-party clients)"
     )
-    device_code_ttl: int = _setting(600, _positive_int, doc="Device code lifetime, seconds")
+    device_code_ttl: int = _setting(600, positive_int, doc="Device code lifetime, seconds")
     device_poll_interval: int = _setting(
-        5, _positive_int, doc="Seconds a device must wait between polls"
+        5, positive_int, doc="Seconds a device must wait between polls"
     )
     cors_origins: tuple[str, ...] = _setting(
-        (), _word_list, doc="Origins allowed to call token, JWKS and userinfo from a browser"
+        (), word_list, doc="Origins allowed to call token, JWKS and userinfo from a browser"
     )
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _setting(
-        (), _networks, doc="CIDRs of reverse proxies whose `X-Forwarded-For` is believed"
+        (), networks, doc="CIDRs of reverse proxies whose `X-Forwarded-For` is believed"
     )
-    max_body_bytes: int = _setting(65536, _positive_int, doc="Largest request body accepted, bytes")
+    max_body_bytes: int = _setting(65536, positive_int, doc="Largest request body accepted, bytes")
     # Few: every thread contends for the GIL with the event loop. Measured on 2 cores, one
     # worker, client_credentials at 16 connections: 10 threads gave 740-860 req/s with a
     # p99 of 88 ms, 3-4 threads 740-960 req/s with a p99 of 22-35 ms.
     db_pool_size: int = _setting(
-        4, _positive_int, doc="Request threads, and database connections for them, per worker"
+        4, positive_int, doc="Request threads, and database connections for them, per worker"
     )
     # One: argon2 already spreads a hash over IDENTITY_ARGON2_PARALLELISM threads, so a
     # second one per worker only adds contention (measured: same logins/s, twice the p99 of
     # userinfo during a login flood).
     password_threads: int = _setting(
         1,
-        _positive_int,
+        positive_int,
         doc="Threads per worker that hash or verify passwords, apart from all other requests",
     )
     cache_check_seconds: float = _setting(
         1.0,
-        _non_negative_float,
+        non_negative_float,
         doc="How often a worker asks whether cached clients and users changed (0: always)",
     )
     migrate_on_start: bool = _setting(
-        True, _boolean, doc="`identity serve` runs `alembic upgrade head` before it listens"
+        True, boolean, doc="`identity serve` runs `alembic upgrade head` before it listens"
     )
     log_level: str = _setting(
         "info",
-        _one_of("debug", "info", "warning", "error"),
+        one_of("debug", "info", "warning", "error"),
         doc="Log level: debug, info, warning, error",
     )
     log_format: str = _setting(
         "auto",
-        _one_of("auto", "json", "text"),
+        one_of("auto", "json", "text"),
         doc="`json` (one object a line), `text` (for a terminal), or `auto`: text when "
         "stderr is a terminal, else json",
     )
     metrics_token: str | None = _setting(
         None,
-        _optional,
+        optional,
         doc="Bearer token `/metrics` requires; unset: only loopback clients may scrape",
         secret=True,
     )
     smtp_url: str | None = _setting(
         None,
-        _optional,
+        optional,
         doc="`smtp://user:pass@host:587` (STARTTLS) or `smtps://...:465`; unset: mail goes to "
         "the outbox folder",
         secret=True,
@@ -248,24 +183,24 @@ class Settings:
     outbox_dir: Path = _setting(
         Path("outbox"), Path, doc="Where mail is written as `.eml` files when no SMTP is set"
     )
-    argon2_time_cost: int = _setting(3, _positive_int, doc="argon2id passes")
-    argon2_memory_kib: int = _setting(65536, _positive_int, doc="argon2id memory, KiB")
-    argon2_parallelism: int = _setting(4, _positive_int, doc="argon2id lanes")
+    argon2_time_cost: int = _setting(3, positive_int, doc="argon2id passes")
+    argon2_memory_kib: int = _setting(65536, positive_int, doc="argon2id memory, KiB")
+    argon2_parallelism: int = _setting(4, positive_int, doc="argon2id lanes")
     session_idle_seconds: int = _setting(
-        7200, _positive_int, doc="A browser session ends after this long unused"
+        7200, positive_int, doc="A browser session ends after this long unused"
     )
     session_max_seconds: int = _setting(
-        86400, _positive_int, doc="A browser session ends this long after login, used or not"
+        86400, positive_int, doc="A browser session ends this long after login, used or not"
     )
     rate_limits: tuple[str, ...] = _setting(
         (),
-        _word_list,
+        word_list,
         doc="Overrides of named limits, e.g. `login.account=10/300 signup.ip=20/3600` "
         "(attempts/seconds)",
     )
     webhooks_allow_private: bool = _setting(
         False,
-        _boolean,
+        boolean,
         doc="Let webhook endpoints be `http://` URLs and loopback or private addresses "
         "(development and tests only)",
     )
@@ -273,7 +208,7 @@ class Settings:
     # and the first retry comes within a minute, for a receiver that was only redeploying.
     webhooks_retry_seconds: tuple[int, ...] = _setting(
         (30, 120, 600, 1800, 3600, 7200, 14400, 28800, 28800),
-        _seconds_list,
+        seconds_list,
         doc="Waits between the attempts of a webhook delivery, seconds (each ±20%); after "
         "the last one the delivery has failed",
     )
@@ -281,12 +216,12 @@ class Settings:
     # switched off, one that is gone for good stops costing attempts.
     webhooks_disable_after_seconds: int = _setting(
         432000,
-        _positive_int,
+        positive_int,
         doc="A webhook endpoint whose every attempt failed for this long is disabled",
     )
     webhooks_timeout_seconds: float = _setting(
         10.0,
-        _positive_float,
+        positive_float,
         doc="How long a webhook receiver may take to answer, seconds",
     )
 

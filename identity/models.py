@@ -1,83 +1,36 @@
-"""SQLAlchemy rows. Rows implement Authlib's model mixins directly."""
+"""SQLAlchemy rows. Rows implement Authlib's model mixins directly.
+
+This module holds clients, users and what hangs off them (sessions, emailed codes, grants,
+tokens, consents, device authorizations), the audit trail and the mail outbox. The shared base
+lives in ``model_base``; the other nouns' rows live in ``admin_models``, ``factor_models`` and
+``federation_models``. This module re-exports all of them, so ``from identity.models import X``
+keeps working and importing it puts every table on ``Base.metadata``."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import ClientMixin
 from authlib.oauth2.rfc6749.util import scope_to_list
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Text,
-    UniqueConstraint,
-    Uuid,
-)
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
 
-# Named constraints keep migrations identical on SQLite (batch mode needs names) and PostgreSQL.
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in, aware UTC datetimes out, on every backend (SQLite keeps no zone)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def secret_digest(secret: str) -> str:
-    """SHA-256 of a high-entropy secret: the right hash for random values (not passwords)."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
+# The shared base, imported in the re-exporting form: this module uses these names and still
+# hands them out (``from identity.models import utcnow`` is older than ``model_base``).
+from identity.model_base import NAMING_CONVENTION as NAMING_CONVENTION
+from identity.model_base import Base as Base
+from identity.model_base import BigId as BigId
+from identity.model_base import UTCDateTime as UTCDateTime
+from identity.model_base import secret_digest as secret_digest
+from identity.model_base import utcnow as utcnow
 
 _LOOPBACK_IPS = {"127.0.0.1", "::1"}
 # Scopes every client with a user grant may ask for, on top of its registered ones.
 OIDC_SCOPES = ("openid", "profile", "email", "offline_access", "roles")
-
-# SQLite only auto-increments an INTEGER PRIMARY KEY, so the 64-bit id narrows there.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON()}
 
 
 class Client(Base, ClientMixin):  # type: ignore[misc]
@@ -450,92 +403,16 @@ class DeviceAuthorization(Base):
     expires_at: Mapped[datetime]
 
 
-class TotpFactor(Base):
-    """An authenticator app (RFC 6238) of one user. Unconfirmed until its first code is
-    typed back; ``last_step`` is the newest time step accepted, so no code works twice."""
-
-    __tablename__ = "totp_factors"
-
-    user_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey(_USER_FK, ondelete="CASCADE"), primary_key=True
-    )
-    # The base32 seed, encrypted (identity.secret_box): it must be read back, so no hash.
-    secret_sealed: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    confirmed_at: Mapped[datetime | None]
-    last_step: Mapped[int | None] = mapped_column(BigInteger)
-    last_used_at: Mapped[datetime | None]
-
-
-class RecoveryCode(Base):
-    """One single-use recovery code, as an argon2id hash: the codes hold about 50 bits, too
-    few for the fast hash that suits the 256-bit secrets."""
-
-    __tablename__ = "recovery_codes"
-    __table_args__ = (Index(None, "user_id"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey(_USER_FK, ondelete="CASCADE"))
-    code_hash: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    used_at: Mapped[datetime | None]
-
-
-class Passkey(Base):
-    """A passkey (WebAuthn credential) of one user: the public key its authenticator made,
-    found by the credential id an assertion names. ``sign_count`` is the authenticator's
-    counter: one that stops rising while either side is above zero betrays a copy."""
-
-    __tablename__ = "passkeys"
-    __table_args__ = (Index(None, "user_id"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey(_USER_FK, ondelete="CASCADE"))
-    # base64url without padding, as browsers send it; WebAuthn caps the raw id at 1023 bytes.
-    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)
-    public_key: Mapped[bytes] = mapped_column(LargeBinary)  # COSE_Key, as registered
-    sign_count: Mapped[int] = mapped_column(BigInteger)  # an unsigned 32-bit counter
-    transports: Mapped[list[str]] = mapped_column(default=list)
-    aaguid: Mapped[str] = mapped_column(String(36))
-    backup_eligible: Mapped[bool] = mapped_column(default=False)
-    backup_state: Mapped[bool] = mapped_column(default=False)
-    name: Mapped[str] = mapped_column(String(100))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    last_used_at: Mapped[datetime | None]
-
-
-class UpstreamProvider(Base):
-    """Another identity provider people may sign in with ("Continue with ..."), configured by
-    an operator: an OpenID Connect issuer, or GitHub (OAuth 2.0 and its user API)."""
-
-    __tablename__ = "upstream_providers"
-
-    name: Mapped[str] = mapped_column(String(40), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # "oidc" or "github"
-    issuer: Mapped[str] = mapped_column(String(500))
-    client_id: Mapped[str] = mapped_column(String(255))
-    # Encrypted (identity.secret_box): it is sent to the upstream, so it must be read back.
-    client_secret_sealed: Mapped[str] = mapped_column(Text)
-    scope: Mapped[str] = mapped_column(String(500))
-    label: Mapped[str] = mapped_column(String(100))
-    enabled: Mapped[bool] = mapped_column(default=True)
-    # The upstream's own second factor (its amr) counts as ours for clients that require one.
-    trust_mfa: Mapped[bool] = mapped_column(default=False)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-
-class FederatedIdentity(Base):
-    """A link from an upstream account (provider, its ``sub``) to a local user. Keyed by the
-    upstream subject, never by email: an address can change hands upstream."""
-
-    __tablename__ = "federated_identities"
-    __table_args__ = (UniqueConstraint("provider", "subject"), Index(None, "user_id"))
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    provider: Mapped[str] = mapped_column(ForeignKey("upstream_providers.name", ondelete="CASCADE"))
-    subject: Mapped[str] = mapped_column(String(255))
-    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey(_USER_FK, ondelete="CASCADE"))
-    email: Mapped[str] = mapped_column(String(320))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    last_used_at: Mapped[datetime | None]
+# Re-exports: the rows of the other nouns, under their old names, so that importing this module
+# puts every table on Base.metadata. Those modules import ``model_base``, never this one, so
+# there is no cycle.
+from identity.admin_models import UserRole as UserRole  # noqa: E402
+from identity.admin_models import WebhookAttempt as WebhookAttempt  # noqa: E402
+from identity.admin_models import WebhookDelivery as WebhookDelivery  # noqa: E402
+from identity.admin_models import WebhookEndpoint as WebhookEndpoint  # noqa: E402
+from identity.admin_models import WebhookEvent as WebhookEvent  # noqa: E402
+from identity.factor_models import Passkey as Passkey  # noqa: E402
+from identity.factor_models import RecoveryCode as RecoveryCode  # noqa: E402
+from identity.factor_models import TotpFactor as TotpFactor  # noqa: E402
+from identity.federation_models import FederatedIdentity as FederatedIdentity  # noqa: E402
+from identity.federation_models import UpstreamProvider as UpstreamProvider  # noqa: E402

@@ -12,6 +12,10 @@ OAuth, written to close the known federation holes.
 - A hostile or broken upstream: 5 s timeouts, bodies capped at 1 MB, nothing it says is
   echoed to the person (``UpstreamError`` carries our own sentence).
 
+This module holds the client (start, the state check, dispatch) and the OpenID Connect flow;
+GitHub's flow is in ``identity.upstream_github``, and what both share (the transport, reading
+answers, ``UpstreamError``, ``UpstreamIdentity``) in ``identity.upstream_http``.
+
 Blocking on purpose (httpx sync): the web calls it in the threadpool, once per sign-in.
 """
 
@@ -20,14 +24,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import logging
 import secrets
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeGuard
 from urllib.parse import quote
 
@@ -38,49 +40,25 @@ from joserfc.jwk import ECKey, RSAKey
 from joserfc.jws import extract_compact
 
 from identity.config import Settings
+from identity.upstream_github import finish_github, github_authorization_endpoint
+from identity.upstream_http import (
+    Callback,
+    UpstreamError,
+    UpstreamHttp,
+    UpstreamIdentity,
+    code_of,
+    identity_from,
+    json_object,
+    ok_body,
+)
 from identity.upstream_providers import ProviderConfig
 
 log = logging.getLogger("identity.upstream")
 
-_TIMEOUT = httpx.Timeout(5.0)
-_MAX_BODY_BYTES = 1_000_000
 _METADATA_TTL_SECONDS = 600.0
 _STATE_TTL_SECONDS = 600
 _LEEWAY_SECONDS = 60
 _ALGORITHMS = ("RS256", "ES256", "PS256")
-_GITHUB = "https://github.com"
-
-_SENTENCES = {
-    "denied": "The sign-in was cancelled at the provider.",
-    "state": "This sign-in has expired or was not started here. Please start again.",
-    "issuer": "The provider's answer did not come from the provider you chose. Please start again.",
-    "nonce": "The provider's answer does not belong to this sign-in. Please start again.",
-    "token": "The provider did not confirm the sign-in. Please start again.",
-    "unreachable": "The provider could not be reached. Please try again in a moment.",
-    "invalid_response": "The provider's answer could not be read. Please try again later.",
-}
-
-
-class UpstreamError(Exception):
-    """A sign-in at an upstream provider failed: ``reason`` is one of the keys above and
-    ``str()`` a sentence for the person; ``detail`` (our words, no secrets) is for logs."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(_SENTENCES[reason])
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(frozen=True)
-class UpstreamIdentity:
-    """Who the provider says signed in; ``subject`` is unique only within that provider."""
-
-    subject: str
-    email: str | None
-    email_verified: bool
-    name: str
-    amr: list[str]
-
 
 # Discovery documents and key sets, per process, by URL: one sign-in must not cost two
 # extra round trips, and a provider rotating keys is caught by the re-fetch on an unknown kid.
@@ -122,27 +100,11 @@ def _logged(provider: ProviderConfig) -> Iterator[None]:
         raise
 
 
-@dataclass(frozen=True)
-class _Callback:
-    """The provider's answer (``query``) to one sign-in we started (``kept``)."""
-
-    provider: ProviderConfig
-    redirect_uri: str
-    query: Mapping[str, str]
-    kept: dict[str, Any]
-
-
 class UpstreamClient:
     """Starts and finishes sign-ins at operator-configured providers (OIDC and GitHub)."""
 
     def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
-        self._insecure_http = settings.insecure_http
-        self._http = httpx.Client(
-            transport=transport,
-            timeout=_TIMEOUT,
-            follow_redirects=False,
-            headers={"User-Agent": "identity", "Accept": "application/json"},
-        )
+        self._http = UpstreamHttp(settings.insecure_http, transport)
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -151,9 +113,9 @@ class UpstreamClient:
     def start(self, provider: ProviderConfig, redirect_uri: str) -> tuple[str, dict[str, Any]]:
         """The provider's authorization URL, and what to keep server-side until ``finish``."""
         with _logged(provider):
-            self._check_url(provider.issuer, "issuer")
+            self._http.check_url(provider.issuer, "issuer")
             endpoint = (
-                f"{provider.issuer.rstrip('/')}/login/oauth/authorize"
+                github_authorization_endpoint(provider)
                 if provider.kind == "github"
                 else self._metadata(provider)["authorization_endpoint"]
             )
@@ -186,19 +148,19 @@ class UpstreamClient:
     ) -> UpstreamIdentity:
         """Check the provider's callback (``query``) against ``kept`` and return who signed in;
         UpstreamError when anything is off."""
-        callback = _Callback(provider, redirect_uri, query, kept)
+        callback = Callback(provider, redirect_uri, query, kept)
         with _logged(provider):
-            self._check_url(provider.issuer, "issuer")
+            self._http.check_url(provider.issuer, "issuer")
             _check_state(callback)
             if "error" in query:
                 raise UpstreamError("denied", "the provider answered an error")
             if provider.kind == "github":
-                return self._finish_github(callback)
+                return finish_github(self._http, callback)
             return self._finish_oidc(callback)
 
     # -- OpenID Connect --------------------------------------------------------------------
 
-    def _finish_oidc(self, callback: _Callback) -> UpstreamIdentity:
+    def _finish_oidc(self, callback: Callback) -> UpstreamIdentity:
         metadata = self._metadata(callback.provider)
         _check_response_issuer(callback, metadata)
         tokens = self._exchange_code(callback, metadata)
@@ -209,29 +171,29 @@ class UpstreamClient:
         _check_id_token_claims(callback, claims)
         if "email" not in claims and isinstance(metadata.get("userinfo_endpoint"), str):
             claims = {**self._userinfo(tokens, metadata, claims["sub"]), **claims}
-        return _identity(claims["sub"], claims)
+        return identity_from(claims["sub"], claims)
 
     def _metadata(self, provider: ProviderConfig) -> dict[str, Any]:
         url = f"{provider.issuer.rstrip('/')}/.well-known/openid-configuration"
         metadata = _cached(url)
         if metadata is not None:
             return dict(metadata)
-        status, body = self._request("GET", url)
-        metadata = _json_object(_ok(status, body, "unreachable"))
+        status, body = self._http.request("GET", url)
+        metadata = json_object(ok_body(status, body, "unreachable"))
         if metadata.get("issuer") != provider.issuer:
             raise UpstreamError("issuer", "the discovered issuer is not the configured one")
         for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-            self._check_url(metadata.get(name), "invalid_response")
+            self._http.check_url(metadata.get(name), "invalid_response")
         if "userinfo_endpoint" in metadata:
-            self._check_url(metadata["userinfo_endpoint"], "invalid_response")
+            self._http.check_url(metadata["userinfo_endpoint"], "invalid_response")
         _remember(url, metadata)
         return dict(metadata)
 
-    def _exchange_code(self, callback: _Callback, metadata: dict[str, Any]) -> dict[str, Any]:
+    def _exchange_code(self, callback: Callback, metadata: dict[str, Any]) -> dict[str, Any]:
         provider = callback.provider
         form = {
             "grant_type": "authorization_code",
-            "code": _code(callback.query),
+            "code": code_of(callback.query),
             "redirect_uri": callback.redirect_uri,
             "code_verifier": callback.kept["verifier"],
         }
@@ -246,10 +208,10 @@ class UpstreamClient:
             form |= {"client_id": provider.client_id, "client_secret": provider.client_secret}
         else:
             raise UpstreamError("token", "the provider supports no client secret method")
-        status, body = self._request("POST", metadata["token_endpoint"], data=form, auth=auth)
+        status, body = self._http.request("POST", metadata["token_endpoint"], data=form, auth=auth)
         if status != 200:
             raise UpstreamError("token", f"the token endpoint answered {status}")
-        return _json_object(body)
+        return json_object(body)
 
     def _verify_id_token(self, id_token: str, metadata: dict[str, Any]) -> dict[str, Any]:
         header = _jws_header(id_token)
@@ -269,8 +231,8 @@ class UpstreamClient:
         keys = _cached(jwks_uri)
         key = _key_named(keys, kid) if isinstance(keys, list) else None
         if key is None:
-            status, body = self._request("GET", jwks_uri)
-            keys = _signing_keys(_json_object(_ok(status, body, "unreachable")))
+            status, body = self._http.request("GET", jwks_uri)
+            keys = _signing_keys(json_object(ok_body(status, body, "unreachable")))
             _remember(jwks_uri, keys)
             key = _key_named(keys, kid)
         return key
@@ -282,85 +244,15 @@ class UpstreamClient:
         if not isinstance(access_token, str):
             return {}
         headers = {"Authorization": f"Bearer {access_token}"}
-        status, body = self._request("GET", metadata["userinfo_endpoint"], headers=headers)
-        claims = _json_object(_ok(status, body, "token"))
+        status, body = self._http.request("GET", metadata["userinfo_endpoint"], headers=headers)
+        claims = json_object(ok_body(status, body, "token"))
         # OIDC Core 5.3.2: a userinfo answer about someone else is a substitution attack.
         if claims.get("sub") != subject:
             raise UpstreamError("token", "userinfo names another subject")
         return {k: v for k, v in claims.items() if k in ("email", "email_verified", "name")}
 
-    # -- GitHub ----------------------------------------------------------------------------
 
-    def _finish_github(self, callback: _Callback) -> UpstreamIdentity:
-        provider, query = callback.provider, callback.query
-        if "iss" in query and query["iss"] != provider.issuer:
-            raise UpstreamError("issuer", "the iss parameter names another issuer")
-        base = provider.issuer.rstrip("/")
-        form = {
-            "client_id": provider.client_id,
-            "client_secret": provider.client_secret,
-            "code": _code(query),
-            "redirect_uri": callback.redirect_uri,
-            "code_verifier": callback.kept["verifier"],
-        }
-        status, body = self._request("POST", f"{base}/login/oauth/access_token", data=form)
-        # GitHub answers a refused code with 200 and an "error" member.
-        access_token = _json_object(_ok(status, body, "token")).get("access_token")
-        if not isinstance(access_token, str) or not access_token:
-            raise UpstreamError("token", "the token response has no access_token")
-        api = "https://api.github.com" if base == _GITHUB else f"{base}/api/v3"
-        headers = {
-            "Authorization": f"Bearer {access_token}",
-            "Accept": "application/vnd.github+json",
-            "X-GitHub-Api-Version": "2022-11-28",
-        }
-        status, body = self._request("GET", f"{api}/user", headers=headers)
-        user = _json_object(_ok(status, body, "token"))
-        if not isinstance(user.get("id"), int) or isinstance(user["id"], bool):
-            raise UpstreamError("invalid_response", "the GitHub user has no numeric id")
-        status, body = self._request("GET", f"{api}/user/emails", headers=headers)
-        if status >= 500:
-            raise UpstreamError("unreachable", f"the emails answer was {status}")
-        # Without the user:email scope the list is refused: then the person has no email here.
-        emails = _json(body) if status == 200 else []
-        primary = (
-            next((e for e in emails if isinstance(e, dict) and e.get("primary") is True), {})
-            if isinstance(emails, list)
-            else {}
-        )
-        claims = {
-            "email": primary.get("email"),
-            "email_verified": primary.get("verified"),
-            "name": user.get("name") or user.get("login"),
-        }
-        return _identity(str(user["id"]), claims)
-
-    # -- transport -------------------------------------------------------------------------
-
-    def _check_url(self, url: object, reason: str) -> None:
-        """https only, or http when the operator allowed it (IDENTITY_INSECURE_HTTP)."""
-        if not isinstance(url, str):
-            raise UpstreamError(reason, "a provider URL is missing")
-        scheme = url.partition("://")[0].lower()
-        if scheme != "https" and not (scheme == "http" and self._insecure_http):
-            raise UpstreamError(reason, "a provider URL is not https")
-
-    def _request(self, method: str, url: str, **options: Any) -> tuple[int, bytes]:
-        """The status and body (at most 1 MB) of one request; UpstreamError("unreachable")
-        when the network fails or times out."""
-        try:
-            with self._http.stream(method, url, **options) as response:
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > _MAX_BODY_BYTES:
-                        raise UpstreamError("invalid_response", "the answer is over 1 MB")
-                return response.status_code, bytes(body)
-        except (httpx.HTTPError, httpx.InvalidURL) as error:
-            raise UpstreamError("unreachable", f"{type(error).__name__} at {method}") from error
-
-
-def _check_state(callback: _Callback) -> None:
+def _check_state(callback: Callback) -> None:
     """The callback answers the sign-in we started, for this provider, less than 10 min ago."""
     kept, started, now = callback.kept, callback.kept.get("at"), time.time()
     if (
@@ -373,7 +265,7 @@ def _check_state(callback: _Callback) -> None:
         raise UpstreamError("state", "the state is unknown, stale or for another provider")
 
 
-def _check_response_issuer(callback: _Callback, metadata: dict[str, Any]) -> None:
+def _check_response_issuer(callback: Callback, metadata: dict[str, Any]) -> None:
     """RFC 9207: the callback's ``iss`` names our provider, and is there when advertised."""
     if "iss" in callback.query:
         if callback.query["iss"] != callback.provider.issuer:
@@ -382,7 +274,7 @@ def _check_response_issuer(callback: _Callback, metadata: dict[str, Any]) -> Non
         raise UpstreamError("issuer", "the advertised iss parameter is missing")
 
 
-def _check_id_token_claims(callback: _Callback, claims: dict[str, Any]) -> None:
+def _check_id_token_claims(callback: Callback, claims: dict[str, Any]) -> None:
     """OIDC Core 3.1.3.7: issuer, audience, lifetime, subject and nonce."""
     client_id = callback.provider.client_id
     if claims.get("iss") != callback.provider.issuer:
@@ -405,50 +297,8 @@ def _check_id_token_claims(callback: _Callback, claims: dict[str, Any]) -> None:
         raise UpstreamError("nonce", "the ID token's nonce is not this sign-in's")
 
 
-def _identity(subject: str, claims: Mapping[str, Any]) -> UpstreamIdentity:
-    """Only well-typed claims count; ``email_verified`` only when it is really true."""
-    email, name, amr = claims.get("email"), claims.get("name"), claims.get("amr")
-    # JSON true only: 1 == True in Python, and "false" or "yes" are not a verification.
-    verified = claims.get("email_verified")
-    return UpstreamIdentity(
-        subject=subject,
-        email=email if isinstance(email, str) and email else None,
-        email_verified=verified is True or verified == "true",
-        name=name if isinstance(name, str) else "",
-        amr=[m for m in amr if isinstance(m, str)] if isinstance(amr, list) else [],
-    )
-
-
 def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _code(query: Mapping[str, str]) -> str:
-    code = query.get("code")
-    if not code:
-        raise UpstreamError("invalid_response", "the callback carries no code")
-    return code
-
-
-def _ok(status: int, body: bytes, reason: str) -> bytes:
-    """The body of a 200; a 5xx is an upstream that is down, anything else is ``reason``."""
-    if status == 200:
-        return body
-    raise UpstreamError("unreachable" if status >= 500 else reason, f"the answer was {status}")
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError as error:
-        raise UpstreamError("invalid_response", "the answer is not JSON") from error
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    value = _json(body)
-    if not isinstance(value, dict):
-        raise UpstreamError("invalid_response", "the answer is not a JSON object")
-    return value
 
 
 def _jws_header(token: str) -> dict[str, Any]:

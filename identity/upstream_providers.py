@@ -1,5 +1,7 @@
 """The upstream identity providers people may sign in with ("Continue with Google"), as an
-operator configured them: the rules a provider must meet, and every process's view of them.
+operator configured them: adding, changing and removing them (audited), and every process's
+view of them. The presets and the rules a definition must meet are in
+``identity.upstream_presets``.
 
 Each process keeps the providers in memory and re-reads them when the "upstream_providers"
 cache generation moved, checked at most every IDENTITY_CACHE_CHECK_SECONDS: every change here
@@ -10,13 +12,11 @@ Client secrets are sealed at rest (identity.secret_box) and opened only into ``P
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
@@ -24,48 +24,19 @@ from identity import audit, repositories
 from identity.config import Settings
 from identity.models import UpstreamProvider
 from identity.secret_box import SecretBox, SecretBoxError
+from identity.upstream_presets import (
+    DEFAULT_SCOPE,
+    PRESETS,
+    ProviderError,
+    checked_client_id,
+    checked_issuer,
+    checked_label,
+    checked_name,
+    checked_scope,
+    checked_secret,
+)
 
 log = logging.getLogger("identity.upstream_providers")
-
-KINDS = ("oidc", "github")
-# The name is a path segment of the callback URL and is typed on command lines: no leading
-# dash, which argparse would read as an option.
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
-# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_DEFAULT_SCOPE = "openid email profile"
-_MAX_ISSUER = 500  # the column's length
-_MAX_SECRET = 4096
-
-
-class ProviderError(ValueError):
-    """A provider definition identity refuses; the message says which rule it broke."""
-
-
-@dataclass(frozen=True)
-class Preset:
-    """What a well-known provider's preset fills in."""
-
-    kind: str
-    issuer: str
-    scope: str
-    label: str
-
-
-PRESETS: dict[str, Preset] = {
-    "github": Preset(
-        "github", "https://github.com", "read:user user:email", "Continue with GitHub"
-    ),
-    "google": Preset("oidc", "https://accounts.google.com", _DEFAULT_SCOPE, "Continue with Google"),
-    "microsoft": Preset(
-        "oidc",
-        "https://login.microsoftonline.com/common/v2.0",
-        _DEFAULT_SCOPE,
-        "Continue with Microsoft",
-    ),
-    "gitlab": Preset("oidc", "https://gitlab.com", _DEFAULT_SCOPE, "Continue with GitLab"),
-}
 
 
 @dataclass(frozen=True)
@@ -210,7 +181,7 @@ class UpstreamProviders:
     ) -> UpstreamProvider:
         """Validate and store a provider (a preset's values where none are given); nothing
         is sent to the upstream. ProviderError when a rule is broken or the name is taken."""
-        name = _checked_name(name)
+        name = checked_name(name)
         kind = "oidc"
         if preset is not None:
             chosen = PRESETS.get(preset)
@@ -232,11 +203,11 @@ class UpstreamProviders:
         provider = UpstreamProvider(
             name=name,
             kind=kind,
-            issuer=self._checked_issuer(issuer),
-            client_id=_checked_client_id(client_id),
-            client_secret_sealed=self._secret_box.seal(_checked_secret(client_secret)),
-            scope=_checked_scope(_DEFAULT_SCOPE if scope is None else scope, kind),
-            label=_checked_label(
+            issuer=checked_issuer(issuer, self._insecure_http),
+            client_id=checked_client_id(client_id),
+            client_secret_sealed=self._secret_box.seal(checked_secret(client_secret)),
+            scope=checked_scope(DEFAULT_SCOPE if scope is None else scope, kind),
+            label=checked_label(
                 f"Continue with {name[:1].upper()}{name[1:]}" if label is None else label
             ),
             enabled=True,
@@ -278,13 +249,13 @@ class UpstreamProviders:
         provider = _existing(session, name)
         wanted: dict[str, object] = {}
         if issuer is not None:
-            wanted["issuer"] = self._checked_issuer(issuer)
+            wanted["issuer"] = checked_issuer(issuer, self._insecure_http)
         if client_id is not None:
-            wanted["client_id"] = _checked_client_id(client_id)
+            wanted["client_id"] = checked_client_id(client_id)
         if scope is not None:
-            wanted["scope"] = _checked_scope(scope, provider.kind)
+            wanted["scope"] = checked_scope(scope, provider.kind)
         if label is not None:
-            wanted["label"] = _checked_label(label)
+            wanted["label"] = checked_label(label)
         if trust_mfa is not None:
             wanted["trust_mfa"] = trust_mfa
         changed = {key: value for key, value in wanted.items() if getattr(provider, key) != value}
@@ -293,7 +264,7 @@ class UpstreamProviders:
         names = sorted(changed)
         if client_secret is not None:
             # Sealing is randomised, so a new secret cannot be compared: it always counts.
-            provider.client_secret_sealed = self._secret_box.seal(_checked_secret(client_secret))
+            provider.client_secret_sealed = self._secret_box.seal(checked_secret(client_secret))
             names = sorted([*names, "client_secret"])
         if names:
             repositories.upstream_providers_changed(session)
@@ -346,80 +317,9 @@ class UpstreamProviders:
         )
         return links
 
-    def _checked_issuer(self, issuer: str) -> str:
-        parts = urlsplit(issuer)
-        allowed = ("https", "http") if self._insecure_http else ("https",)
-        if parts.scheme not in allowed:
-            if parts.scheme == "http":
-                raise ProviderError(
-                    f"issuer {issuer!r} is plain http; use https, "
-                    "or set IDENTITY_INSECURE_HTTP=1 for development"
-                )
-            raise ProviderError(f"issuer {issuer!r} must be an https URL")
-        if not parts.hostname or parts.username is not None or parts.password is not None:
-            raise ProviderError(f"issuer {issuer!r} must name a host, without credentials")
-        if "?" in issuer or "#" in issuer or issuer.endswith("/"):
-            raise ProviderError(f"issuer {issuer!r} must have no query, fragment or trailing slash")
-        if len(issuer) > _MAX_ISSUER or _CONTROL.search(issuer) or " " in issuer:
-            raise ProviderError(f"issuer {issuer!r} is not a URL identity accepts")
-        return issuer
-
 
 def _existing(session: Session, name: str) -> UpstreamProvider:
     provider = repositories.get_upstream_provider(session, name)
     if provider is None:
         raise LookupError(f"no provider {name!r}")
     return provider
-
-
-# /login/with/link is the page that links an existing account: no provider may be called so.
-_RESERVED_NAMES = frozenset({"link"})
-
-
-def _checked_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise ProviderError(
-            f"provider name {name!r} must be 1 to 40 lower-case letters, digits and dashes, "
-            "not starting with a dash"
-        )
-    if name in _RESERVED_NAMES:
-        raise ProviderError(f"provider name {name!r} is reserved")
-    return name
-
-
-def _checked_client_id(client_id: str) -> str:
-    if not client_id or len(client_id) > 255 or any(c.isspace() for c in client_id):
-        raise ProviderError("the client id must be 1 to 255 characters without spaces")
-    if _CONTROL.search(client_id):
-        raise ProviderError("the client id must not hold control characters")
-    return client_id
-
-
-def _checked_secret(secret: str) -> str:
-    # The message never quotes the value: it is a secret, and errors reach terminals and logs.
-    if not secret or len(secret) > _MAX_SECRET or _CONTROL.search(secret):
-        raise ProviderError(
-            f"the client secret must be 1 to {_MAX_SECRET} characters without control characters"
-        )
-    return secret
-
-
-def _checked_scope(scope: str, kind: str) -> str:
-    tokens = list(dict.fromkeys(scope.split()))
-    for token in tokens:
-        if not _SCOPE_TOKEN.match(token):
-            raise ProviderError(f"scope {token!r} has characters RFC 6749 forbids")
-    # Without openid an OpenID Connect provider sends no ID token, and sign-in needs one.
-    if kind == "oidc" and "openid" not in tokens:
-        raise ProviderError("an OpenID Connect provider's scope must include openid")
-    joined = " ".join(tokens)
-    if len(joined) > 500:
-        raise ProviderError("the scope must be 500 characters at most")
-    return joined
-
-
-def _checked_label(label: str) -> str:
-    label = label.strip()
-    if not label or len(label) > 100 or _CONTROL.search(label):
-        raise ProviderError("the label must be 1 to 100 characters without control characters")
-    return label

@@ -7,7 +7,6 @@ import os
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-import identity.admin_models  # noqa: F401  (puts the operators' tables on Base)
 from identity.models import Base
 
 config = context.config

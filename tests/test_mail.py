@@ -48,7 +48,7 @@ CONTEXTS: dict[str, dict[str, Any]] = {
         "new_email": "ada@new.example",
     },
     "email_change_notice": {"name": "Ada", "new_email": "ada@new.example"},
-    # The second-factor notices (identity.accounts.factors.notify_owner).
+    # The second-factor notices (identity.accounts.factor_events.notify_owner).
     "second_factor_added": {
         "name": "Ada",
         "factor": "passkey",
@@ -66,7 +66,7 @@ CONTEXTS: dict[str, dict[str, Any]] = {
         "account_link": f"{ISSUER}/account",
         "reset_link": f"{ISSUER}/forgot-password",
     },
-    # identity.accounts.federation.link_after_proof
+    # identity.accounts.federation_links.send_link_code
     "link_code": {"code": "482913", "provider": "Corp", "minutes": 10},
     # identity.accounts.operators.create_user(invite=True)
     "invitation": {

@@ -8,7 +8,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
-import identity.admin_models  # noqa: F401  (puts the operators' tables on Base)
 from identity.db import schema_revision, upgrade_schema
 from identity.models import Base
 

@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from identity.config import Settings
-from identity.upstream import UpstreamClient, UpstreamError
+from identity.upstream import UpstreamClient
+from identity.upstream_http import UpstreamError
 from identity.upstream_providers import ProviderConfig
 from tests.fake_upstreams import DENIAL_TEXT, FakeGitHub, FakeOidcProvider
 from tests.fake_upstreams import fake_github as fake_github_fixture  # noqa: F401

@@ -17,12 +17,8 @@ from identity.config import Settings
 from identity.db import Database
 from identity.models import AuditEvent, FederatedIdentity, UpstreamProvider, User
 from identity.secret_box import SecretBox, new_key
-from identity.upstream_providers import (
-    ProviderError,
-    UpstreamProviders,
-    describe,
-    redirect_uri,
-)
+from identity.upstream_presets import ProviderError
+from identity.upstream_providers import UpstreamProviders, describe, redirect_uri
 from tests.conftest import remember_secret
 
 SECRET = "upstream-client-secret-7f3a9c"

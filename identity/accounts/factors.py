@@ -1,5 +1,7 @@
-"""Second factors: authenticator apps (TOTP, RFC 6238) and recovery codes, and how a
-sign-in's methods (``amr``, RFC 8176) name the assurance a token carries (``acr``).
+"""Second factors: what an account has, authenticator apps (TOTP, RFC 6238), the recent
+sign-in that changing them needs, and how a sign-in's methods (``amr``, RFC 8176) name the
+assurance a token carries (``acr``). Recovery codes are in ``recovery_codes``, passkeys in
+``passkeys``; the limiter and the owner's mails all of them share in ``factor_events``.
 
 The hosted pages, the JSON API, the password grant and the CLI all call these; every rule
 (replay, drift, the limiter, encryption at rest, single-use codes) lives here once.
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import hmac
 import re
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,7 +27,14 @@ from identity.accounts.errors import (
     ReauthenticationRequired,
     Throttled,
 )
-from identity.accounts.passwords import PasswordHasher
+from identity.accounts.factor_events import (
+    LIMITER,
+    check_limiter,
+    notify_owner,
+    record_apart,
+    refuse_code,
+)
+from identity.accounts.recovery_codes import new_recovery_codes, recovery_codes_for_first_factor
 from identity.accounts.service import Accounts
 from identity.audit import RequestContext
 from identity.mail import PRODUCT
@@ -38,14 +46,9 @@ ACR_VALUES = (LOA_ONE_FACTOR, LOA_MULTI_FACTOR)
 # How long a sign-in counts as recent, for removing a factor or regenerating codes; also
 # how long a password-verified sign-in waits for its second factor.
 RECENT = timedelta(minutes=5)
-LIMITER = "mfa.account"
 
 _PERIOD = 30
 _DRIFT_STEPS = 1  # ±1 step: a phone clock 30 s off still works
-_RECOVERY_CODES = 10
-# Lower-case letters and digits without the look-alikes 0/o, 1/l/i.
-_RECOVERY_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
-_RECOVERY_SHAPE = re.compile(r"[a-z0-9]{10}")
 _CODE_SHAPE = re.compile(r"[0-9]{6}")
 
 
@@ -188,14 +191,6 @@ def confirm_totp(
     return recovery_codes_for_first_factor(accounts, session, user)
 
 
-def recovery_codes_for_first_factor(accounts: Accounts, session: Session, user: User) -> list[str]:
-    """The recovery codes made when the account's first second factor is added (to show
-    once), or [] when it already has a set."""
-    if repositories.count_unused_recovery_codes(session, user.id):
-        return []
-    return _new_recovery_codes(accounts, session, user)
-
-
 def check_totp(
     accounts: Accounts, session: Session, user: User, code: str, context: RequestContext
 ) -> None:
@@ -203,8 +198,7 @@ def check_totp(
     (InvalidCode, Throttled). Each code works once."""
     factor = repositories.get_totp_factor(session, user.id)
     if factor is None or factor.confirmed_at is None:
-        _refuse(accounts, user, "no_factor", context)
-    assert factor is not None
+        refuse_code(accounts, user, "no_factor", context)
     _check_code(accounts, session, user, factor, code, context)
     audit.record(
         session, "mfa.used", context=context, subject=str(user.id), detail={"factor": "totp"}
@@ -219,21 +213,20 @@ def _check_code(
     code: str,
     context: RequestContext,
 ) -> None:
-    _check_limiter(accounts, user, context)
+    check_limiter(accounts, user, context)
     code = re.sub(r"\s", "", code)
     secret = accounts.secret_box.open(factor.secret_sealed)
     step = _matching_step(secret, code, accounts.now()) if _CODE_SHAPE.fullmatch(code) else None
     if step is None:
-        _refuse(accounts, user, "wrong_code", context)
-    assert step is not None
+        refuse_code(accounts, user, "wrong_code", context)
     # The step is remembered, so the same code (or an older one) never works again.
     if factor.last_step is not None and step <= factor.last_step:
-        _refuse(accounts, user, "replayed_code", context)
+        refuse_code(accounts, user, "replayed_code", context)
     # A request racing this one with the same code read the same row: the UPDATE is
     # conditional, so one wins. The loser's audit row is skipped: on SQLite its transaction
     # holds the write lock that a row of its own would wait for.
     if not repositories.use_totp_step(session, user.id, step, accounts.now()):
-        _refuse(accounts, user, "replayed_code", context, record=False)
+        refuse_code(accounts, user, "replayed_code", context, record=False)
     if not accounts.secret_box.sealed_with_first_key(factor.secret_sealed):
         factor.secret_sealed = accounts.secret_box.seal(secret)  # a rotated key takes over
     accounts.limiter.reset(LIMITER, str(user.id))
@@ -279,72 +272,23 @@ def reset(
     notify_owner(accounts, session, user, "second_factor_removed", factor="all")
 
 
-# -- recovery codes ------------------------------------------------------------------------
+# -- recovery codes (the codes themselves are in ``recovery_codes``) -----------------------
 
 
 def regenerate_recovery_codes(
     accounts: Accounts, session: Session, user: User, context: RequestContext
 ) -> list[str]:
-    """A new set of recovery codes; the old set stops working."""
+    """A new set of recovery codes; the old set stops working. Here rather than in
+    ``recovery_codes`` because it needs ``has_second_factor``, and this module already
+    imports that one (confirming an authenticator app makes the first set)."""
     if not has_second_factor(session, user):
         raise InvalidInput({"recovery_codes": "Set up a second factor first."})
-    codes = _new_recovery_codes(accounts, session, user)
+    codes = new_recovery_codes(accounts, session, user)
     audit.record(session, "mfa.recovery_codes_regenerated", context=context, subject=str(user.id))
     return codes
 
 
-def _new_recovery_codes(accounts: Accounts, session: Session, user: User) -> list[str]:
-    repositories.delete_recovery_codes(session, user.id)
-    raw = [
-        "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(10))
-        for _ in range(_RECOVERY_CODES)
-    ]
-    hasher = _recovery_hasher(accounts)
-    repositories.add_recovery_codes(
-        session, user.id, [hasher.hash(code) for code in raw], accounts.now()
-    )
-    return [f"{code[:5]}-{code[5:]}" for code in raw]
-
-
-def use_recovery_code(
-    accounts: Accounts, session: Session, user: User, code: str, context: RequestContext
-) -> None:
-    """Accept one unused recovery code (with or without its dash and spaces) in place of the
-    second factor; it never works again. Wrong ones count in the same limiter as TOTP codes."""
-    _check_limiter(accounts, user, context)
-    typed = re.sub(r"[\s\-]", "", code).lower()
-    hasher = _recovery_hasher(accounts)
-    match = None
-    if _RECOVERY_SHAPE.fullmatch(typed):
-        for row in repositories.unused_recovery_codes(session, user.id):
-            if hasher.verify(row.code_hash, typed):
-                match = row
-                break
-    if match is None:
-        _refuse(accounts, user, "wrong_recovery_code", context)
-    assert match is not None
-    if not repositories.use_recovery_code(session, match.id, accounts.now()):
-        _refuse(accounts, user, "wrong_recovery_code", context, record=False)  # a race lost
-    assert match is not None
-    accounts.limiter.reset(LIMITER, str(user.id))
-    left = repositories.count_unused_recovery_codes(session, user.id)
-    audit.record(
-        session,
-        "mfa.recovery_code_used",
-        context=context,
-        subject=str(user.id),
-        detail={"left": left},
-    )
-    notify_owner(accounts, session, user, "recovery_code_used", left=left)
-
-
-def _recovery_hasher(accounts: Accounts) -> PasswordHasher:
-    # OWASP's smallest argon2id setting (19 MiB, 2 passes) at most: the codes are ~50-bit
-    # random values, and a use may try up to ten hashes. Lower settings (tests) stay lower.
-    settings = accounts.settings
-    return PasswordHasher(
-        min(settings.argon2_time_cost, 2), min(settings.argon2_memory_kib, 19456), 1
-    )
+# -- a recent sign-in ----------------------------------------------------------------------
 
 
 def check_recent(
@@ -370,60 +314,5 @@ def check_recent(
         or not accounts.hasher.verify(user.password_hash, password)
     ):
         accounts.limiter.hit("login.account", user.email)
-        _record_apart(accounts, "reauthentication.failed", user, context, {})
+        record_apart(accounts, "reauthentication.failed", user, context, {})
         raise InvalidInput({"password": "That password is wrong."})
-
-
-# -- shared --------------------------------------------------------------------------------
-
-
-def _check_limiter(accounts: Accounts, user: User, context: RequestContext) -> None:
-    """Refuse before comparing when the account's wrong codes are over the limit; another
-    try while blocked makes the block longer (progressive)."""
-    blocked = accounts.limiter.peek(LIMITER, str(user.id))
-    if blocked is not None and not blocked.allowed:
-        decision = accounts.limiter.hit(LIMITER, str(user.id))
-        _record_apart(accounts, "mfa.throttled", user, context, {})
-        raise Throttled(max(decision.retry_after, blocked.retry_after))
-
-
-def _refuse(
-    accounts: Accounts, user: User, reason: str, context: RequestContext, *, record: bool = True
-) -> None:
-    accounts.limiter.hit(LIMITER, str(user.id))
-    if record:
-        _record_apart(accounts, "mfa.failed", user, context, {"reason": reason})
-    raise InvalidCode("That code is wrong or was already used.")
-
-
-def _record_apart(
-    accounts: Accounts, kind: str, user: User, context: RequestContext, detail: dict[str, object]
-) -> None:
-    # Its own transaction: the caller's rolls back with the refusal.
-    with accounts.database.transaction() as own:
-        audit.record(
-            own, kind, context=context, outcome="failure", subject=str(user.id), detail=detail
-        )
-
-
-def notify_owner(
-    accounts: Accounts,
-    session: Session,
-    user: User,
-    template: str,
-    *,
-    factor: str = "totp",
-    **extra: object,
-) -> None:
-    """Mail the account's own address about a change of its factors (``factor`` names which:
-    ``totp``, ``passkey`` or ``all``)."""
-    accounts.mailer.enqueue(
-        session,
-        user.email,
-        template,
-        name=user.name,
-        account_link=f"{accounts.settings.issuer}/account",
-        reset_link=f"{accounts.settings.issuer}/forgot-password",
-        factor=factor,
-        **extra,
-    )

@@ -5,18 +5,16 @@ Upstream identities are keyed by (provider, upstream ``sub``), never by email: a
 change hands upstream, and an upstream may vouch for addresses it never checked. So an email
 only matters the first time a subject is seen, and only when the upstream marks it verified:
 it makes a new account, or, when a local account has it, asks the person to prove that they
-own that account before anything is linked.
+own that account before anything is linked (that proof is ``federation_links``'s).
 """
 
 from __future__ import annotations
 
-import hmac
 import re
-import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -24,12 +22,12 @@ from sqlalchemy.orm import Session
 
 from identity import audit, logs, metrics, repositories
 from identity.accounts import factors
-from identity.accounts.errors import AccountError, InvalidCode, InvalidCredentials, InvalidInput
+from identity.accounts.errors import AccountError, InvalidInput
 from identity.accounts.fields import clean_name, normalise_email
 from identity.accounts.service import Accounts
 from identity.audit import RequestContext
-from identity.models import FederatedIdentity, OneTimeToken, User, secret_digest
-from identity.upstream import UpstreamIdentity
+from identity.models import FederatedIdentity, User
+from identity.upstream_http import UpstreamIdentity
 from identity.upstream_providers import ProviderConfig
 
 # What an upstream's amr values must look like to reach our tokens: an upstream is not ours
@@ -179,7 +177,7 @@ def _sign_in_linked(
     if upstream.email:
         link.email = upstream.email[:320]  # what the account page shows: the latest
     link.last_used_at = accounts.now()
-    return _signed_in(session, provider, user, amr, context)
+    return signed_in(session, provider, user, amr, context)
 
 
 def _create_account(
@@ -210,13 +208,15 @@ def _create_account(
         subject=str(user.id),
         detail={"provider": provider.name},
     )
-    _add_link(accounts, session, provider.name, upstream.subject, user, email, context)
-    return _signed_in(session, provider, user, amr, context)
+    add_link(accounts, session, provider.name, upstream.subject, user, email, context)
+    return signed_in(session, provider, user, amr, context)
 
 
-def _signed_in(
+def signed_in(
     session: Session, provider: ProviderConfig, user: User, amr: list[str], context: RequestContext
 ) -> SignIn:
+    """Audit and count ``user``'s sign-in through ``provider``; the SignIn says whether the
+    account's own second factor is still to come."""
     audit.record(
         session,
         "federation.signed_in",
@@ -249,7 +249,7 @@ def _refuse(
     return Refused(reason)
 
 
-def _add_link(
+def add_link(
     accounts: Accounts,
     session: Session,
     provider: str,
@@ -284,116 +284,6 @@ def _add_link(
         subject=str(user.id),
         detail={"provider": provider},
     )
-
-
-# -- linking to an account that exists --------------------------------------------------------
-
-
-def prove_password(
-    accounts: Accounts, session: Session, proof: NeedsProof, password: str, context: RequestContext
-) -> User:
-    """The account ``proof`` names, once ``password`` is its password: the login rules
-    (limiters first, audit, unverified addresses) are ``Accounts.authenticate``'s."""
-    user = repositories.get_user(session, proof.user_id)
-    if user is None:
-        raise InvalidCredentials()
-    proven = accounts.authenticate(session, user.email, password, context)
-    if proven.id != proof.user_id:  # the address changed hands since: prove nothing
-        raise InvalidCredentials()
-    return proven
-
-
-LINK_CODE = "link_code"  # the purpose of the one-time tokens that hold mailed link codes
-_LINK_CODE_MINUTES = 10
-
-
-def send_link_code(
-    accounts: Accounts, session: Session, proof: NeedsProof, provider_title: str
-) -> None:
-    """Mail a 6-digit code to the account ``proof`` names, for one without a password: the
-    mailbox is then what proves the account. Bound to this upstream identity; 10 minutes;
-    an earlier code stays valid (a new one never voids it)."""
-    user = repositories.get_user(session, proof.user_id)
-    if user is None:
-        return
-    code, nonce = f"{secrets.randbelow(1_000_000):06d}", secrets.token_urlsafe(16)
-    now = accounts.now()
-    repositories.add_one_time_token(
-        session,
-        OneTimeToken(
-            digest=secret_digest(f"{nonce}:{code}"),
-            user_id=user.id,
-            purpose=LINK_CODE,
-            data={"nonce": nonce, "provider": proof.provider, "subject": proof.subject},
-            created_at=now,
-            expires_at=now + timedelta(minutes=_LINK_CODE_MINUTES),
-        ),
-    )
-    accounts.mailer.enqueue(
-        session,
-        user.email,
-        "link_code",
-        code=code,
-        provider=provider_title,
-        minutes=_LINK_CODE_MINUTES,
-    )
-
-
-def prove_code(
-    accounts: Accounts, session: Session, proof: NeedsProof, code: str, context: RequestContext
-) -> User:
-    """The account ``proof`` names, once ``code`` is a live code mailed to it for this
-    upstream identity (single use). Tries count in the verification-code limiters, per
-    address and IP and per address (as ``Accounts.verify_code``'s do)."""
-    user = repositories.get_user(session, proof.user_id)
-    wrong = InvalidCode("That code is wrong or has expired.")
-    if user is None or not user.is_active:
-        raise wrong
-    accounts.limit("verify.account_ip", f"{user.email} {context.ip or 'unknown'}")
-    accounts.limit("verify.account", user.email)
-    typed = re.sub(r"\s", "", code)
-    now = accounts.now()
-    for token in repositories.live_one_time_tokens(session, user.id, LINK_CODE, now):
-        data = token.data
-        bound = data.get("provider") == proof.provider and data.get("subject") == proof.subject
-        digest = secret_digest(f"{data.get('nonce', '')}:{typed}")
-        matches = bound and hmac.compare_digest(digest, token.digest)
-        if matches and repositories.use_one_time_token(session, token.digest, now):
-            return user
-    with accounts.database.transaction() as own:
-        audit.record(
-            own,
-            "federation.link_code_failed",
-            context=context,
-            outcome="failure",
-            subject=str(user.id),
-        )
-    raise wrong
-
-
-def link_after_proof(
-    accounts: Accounts,
-    session: Session,
-    user: User,
-    proof: NeedsProof,
-    provider: ProviderConfig,
-    context: RequestContext,
-) -> None:
-    """Link the upstream identity of ``proof`` to ``user``, whose owner has just proven the
-    account (its password, and its second factor when it has one), and tell the owner."""
-    if user.id != proof.user_id or provider.name != proof.provider:
-        raise InvalidCredentials()
-    _add_link(accounts, session, provider.name, proof.subject, user, proof.email, context)
-    accounts.mailer.enqueue(
-        session,
-        user.email,
-        "provider_linked",
-        name=user.name,
-        provider=provider_title(provider.label),
-        account_link=f"{accounts.settings.issuer}/account",
-        reset_link=f"{accounts.settings.issuer}/forgot-password",
-    )
-    _signed_in(session, provider, user, proof.amr, context)
 
 
 # -- the account page ---------------------------------------------------------------------------

@@ -4,31 +4,46 @@ or as the second step after a password), and listing, renaming and removing them
 Every ceremony asks for user verification, so a passkey alone is two factors: something
 held and a PIN or biometric (amr ``hwk``, ``user``, ``mfa``). The challenge of a ceremony is
 handed to the caller as a small ``state`` dict to keep server-side (the browser session's
-data) and to give back when the ceremony finishes; it lives five minutes.
+data) and to give back when the ceremony finishes; it lives five minutes
+(``passkey_ceremonies``, with the refusals).
 
 Passkeys are bound to the issuer's host (the relying party id). Browsers refuse WebAuthn on
 an IP-literal host, so with such an issuer passkeys are off (``available``)."""
 
 from __future__ import annotations
 
-import json
 import unicodedata
 import uuid
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import webauthn
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from webauthn.helpers import base64url_to_bytes, bytes_to_base64url, structs
+from webauthn.helpers import bytes_to_base64url, structs
 from webauthn.helpers.cose import COSEAlgorithmIdentifier
 
 from identity import audit, logs, metrics, repositories
 from identity.accounts import factors
-from identity.accounts.errors import InvalidCode, InvalidInput, Throttled
-from identity.accounts.factors import LIMITER, notify_owner
+from identity.accounts.errors import InvalidInput
+from identity.accounts.factor_events import LIMITER, check_limiter, notify_owner, record_apart
+from identity.accounts.passkey_ceremonies import (
+    AUTHENTICATION,
+    CEREMONY_LIFETIME,
+    EXPIRED,
+    REFUSED,
+    REGISTRATION,
+    PasskeyRefused,
+    challenge_of,
+    descriptor,
+    new_state,
+    read_credential,
+    refuse_sign_in,
+    transports_of,
+    user_handle_matches,
+)
 from identity.accounts.service import Accounts
 from identity.audit import RequestContext
 from identity.config import Settings
@@ -37,7 +52,6 @@ from identity.models import Passkey, User
 
 # A passkey with user verification: the device held and the PIN or biometric that unlocked it.
 PASSKEY_AMR = ["hwk", "user", "mfa"]
-CEREMONY_LIFETIME = timedelta(minutes=5)
 DEFAULT_NAME = "Passkey"
 MOST_PASSKEYS = 20  # also bounds the allowCredentials list a second step sends
 _NAME_LENGTH = 100
@@ -46,17 +60,8 @@ _ALGORITHMS = [
     COSEAlgorithmIdentifier.ECDSA_SHA_256,
     COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
 ]
-_TRANSPORTS = {transport.value: transport for transport in structs.AuthenticatorTransport}
 _SYNCED = structs.CredentialDeviceType.MULTI_DEVICE  # backup eligible: a synced passkey
-_REGISTRATION = "registration"
-_AUTHENTICATION = "authentication"
-_REFUSED = "That passkey could not be used. Try again, or use another way to sign in."
-
-
-class PasskeyRefused(InvalidCode):
-    """A ceremony that did not verify: unknown passkey, bad signature, expired challenge."""
-
-    code = "passkey_refused"
+_PASSKEY = {"factor": "passkey"}
 
 
 def rp_id(settings: Settings) -> str | None:
@@ -121,10 +126,10 @@ def registration_options(
             user_verification=structs.UserVerificationRequirement.REQUIRED,
         ),
         # The browser then refuses to make a second passkey on an authenticator holding one.
-        exclude_credentials=[_descriptor(passkey) for passkey in existing],
+        exclude_credentials=[descriptor(passkey) for passkey in existing],
         supported_pub_key_algs=_ALGORITHMS,
     )
-    state = _state(_REGISTRATION, options.challenge, accounts.now(), user.id)
+    state = new_state(REGISTRATION, options.challenge, accounts.now(), user.id)
     return webauthn.options_to_json(options), state
 
 
@@ -141,10 +146,10 @@ def finish_registration(
     (PasskeyRefused, InvalidInput on ``name``). The owner is told by mail."""
     clean = clean_passkey_name(name)
     site = _relying_party(accounts)
-    challenge, owner = _challenge_of(state, _REGISTRATION, accounts.now())
+    challenge, owner = challenge_of(state, REGISTRATION, accounts.now())
     if owner != user.id:
-        raise PasskeyRefused("This passkey request expired. Start again.")
-    credential = _parsed(credential_json)
+        raise PasskeyRefused(EXPIRED)
+    credential = read_credential(credential_json)
     try:
         verified = webauthn.verify_registration_response(
             credential=credential,
@@ -163,7 +168,7 @@ def finish_registration(
         credential_id=bytes_to_base64url(verified.credential_id),
         public_key=verified.credential_public_key,
         sign_count=verified.sign_count,
-        transports=_transports_of(credential),
+        transports=transports_of(credential),
         aaguid=verified.aaguid,
         backup_eligible=verified.credential_device_type == _SYNCED,
         backup_state=verified.credential_backed_up,
@@ -196,7 +201,7 @@ def authentication_options(
     site = _relying_party(accounts)
     allowed: list[structs.PublicKeyCredentialDescriptor] = []
     if user is not None:
-        allowed = [_descriptor(passkey) for passkey in repositories.passkeys_of(session, user.id)]
+        allowed = [descriptor(passkey) for passkey in repositories.passkeys_of(session, user.id)]
         if not allowed:
             raise PasskeyRefused("This account has no passkey.")
     options = webauthn.generate_authentication_options(
@@ -205,7 +210,7 @@ def authentication_options(
         allow_credentials=allowed,
         user_verification=structs.UserVerificationRequirement.REQUIRED,
     )
-    state = _state(_AUTHENTICATION, options.challenge, accounts.now(), user.id if user else None)
+    state = new_state(AUTHENTICATION, options.challenge, accounts.now(), user.id if user else None)
     return webauthn.options_to_json(options), state
 
 
@@ -221,19 +226,19 @@ def finish_authentication(
     (PasskeyRefused, Throttled). With ``expected_user_id`` (or options made for a user) it is
     a second step: another account's passkey is refused."""
     site = _relying_party(accounts)
-    challenge, owner = _challenge_of(state, _AUTHENTICATION, accounts.now())
+    challenge, owner = challenge_of(state, AUTHENTICATION, accounts.now())
     expected = expected_user_id or owner
     second_step = expected is not None
     if owner is not None and expected != owner:
-        raise PasskeyRefused("This passkey request expired. Start again.")
+        raise PasskeyRefused(EXPIRED)
     expected_user = repositories.get_user(session, expected) if expected is not None else None
     if second_step and expected_user is None:
-        raise PasskeyRefused(_REFUSED)
+        raise PasskeyRefused(REFUSED)
     if expected_user is not None:
-        _check_limiter(accounts, expected_user, context)
+        check_limiter(accounts, expected_user, context, _PASSKEY)
     else:
         accounts.limit("login.ip", context.ip or "unknown")  # as every password sign-in is
-    credential = _parsed(credential_json)
+    credential = read_credential(credential_json)
     credential_id = credential.get("id")
     passkey = (
         repositories.get_passkey_by_credential_id(session, credential_id)
@@ -241,16 +246,16 @@ def finish_authentication(
         else None
     )
     if passkey is None:
-        _refuse(accounts, expected_user, "unknown_passkey", context, second_step)
+        refuse_sign_in(accounts, expected_user, "unknown_passkey", context, second_step)
     assert passkey is not None
     if expected_user is not None and passkey.user_id != expected_user.id:
-        _refuse(accounts, expected_user, "another_account", context, second_step)
+        refuse_sign_in(accounts, expected_user, "another_account", context, second_step)
     user = expected_user or repositories.get_user(session, passkey.user_id)
     assert user is not None  # the passkey's row goes with its user (ON DELETE CASCADE)
     if expected_user is None:
-        _check_limiter(accounts, user, context)
-    if not _user_handle_matches(credential, user):
-        _refuse(accounts, user, "user_handle_mismatch", context, second_step)
+        check_limiter(accounts, user, context, _PASSKEY)
+    if not user_handle_matches(credential, user):
+        refuse_sign_in(accounts, user, "user_handle_mismatch", context, second_step)
     try:
         verified = webauthn.verify_authentication_response(
             credential=credential,
@@ -265,22 +270,22 @@ def finish_authentication(
         )
     except Exception:
         # As at registration: malformed input may raise more than py_webauthn's own errors.
-        _refuse(accounts, user, "not_verified", context, second_step)
+        refuse_sign_in(accounts, user, "not_verified", context, second_step)
     seen, presented = passkey.sign_count, verified.new_sign_count
     if (seen > 0 or presented > 0) and presented <= seen:
         counts = {"passkey": passkey.id, "stored_count": seen, "presented_count": presented}
-        _record_apart(accounts, "passkey.clone_suspected", user, context, counts)
-        _refuse(accounts, user, "counter_not_increased", context, second_step, record=False)
+        record_apart(accounts, "passkey.clone_suspected", user, context, counts)
+        refuse_sign_in(accounts, user, "counter_not_increased", context, second_step, record=False)
     if not user.is_active:
-        _refuse(accounts, user, "disabled", context, second_step)
+        refuse_sign_in(accounts, user, "disabled", context, second_step)
     if not user.email_verified:
-        _refuse(accounts, user, "unverified", context, second_step)
+        refuse_sign_in(accounts, user, "unverified", context, second_step)
     # Of two racing uses of one assertion, the conditional update lets one through.
     now = accounts.now()
     if not repositories.use_passkey(
         session, passkey.id, seen, presented, verified.credential_backed_up, now
     ):
-        _refuse(accounts, user, "counter_raced", context, second_step, record=False)
+        refuse_sign_in(accounts, user, "counter_raced", context, second_step, record=False)
     accounts.limiter.reset(LIMITER, str(user.id))
     used = {"factor": "passkey"}
     audit.record(session, "mfa.used", context=context, subject=str(user.id), detail=used)
@@ -290,18 +295,6 @@ def finish_authentication(
         metrics.count_login("succeeded")
     logs.note(user_id=str(user.id))
     return user
-
-
-def _user_handle_matches(credential: dict[str, Any], user: User) -> bool:
-    # A discoverable credential names its account; it must be the one that registered it.
-    response = credential.get("response")
-    handle = response.get("userHandle") if isinstance(response, dict) else None
-    if handle is None:
-        return True
-    try:
-        return isinstance(handle, str) and base64url_to_bytes(handle) == user.id.bytes
-    except ValueError:
-        return False
 
 
 # -- the account's passkeys ----------------------------------------------------------------
@@ -364,103 +357,3 @@ def clean_passkey_name(raw: str) -> str:
             {"name": f"Name the passkey in one line of up to {_NAME_LENGTH} characters."}
         )
     return name
-
-
-# -- shared --------------------------------------------------------------------------------
-
-
-def _state(kind: str, challenge: bytes, now: datetime, user_id: uuid.UUID | None) -> dict[str, Any]:
-    return {
-        "kind": kind,
-        "challenge": bytes_to_base64url(challenge),
-        "at": now.timestamp(),
-        "user": str(user_id) if user_id is not None else None,
-    }
-
-
-def _challenge_of(
-    state: dict[str, Any] | None, kind: str, now: datetime
-) -> tuple[bytes, uuid.UUID | None]:
-    """The challenge a live ceremony of ``kind`` sent, and the user it was for."""
-    expired = PasskeyRefused("This passkey request expired. Start again.")
-    if not isinstance(state, dict) or state.get("kind") != kind:
-        raise expired
-    try:
-        age = now.timestamp() - float(state["at"])
-        challenge = base64url_to_bytes(str(state["challenge"]))
-        owner = uuid.UUID(str(state["user"])) if state.get("user") else None
-    except (KeyError, TypeError, ValueError):
-        raise expired from None
-    if not 0 <= age <= CEREMONY_LIFETIME.total_seconds() or not challenge:
-        raise expired
-    return challenge, owner
-
-
-def _parsed(credential_json: str) -> dict[str, Any]:
-    try:
-        credential = json.loads(credential_json)
-    except (TypeError, ValueError):
-        credential = None
-    if not isinstance(credential, dict):
-        raise PasskeyRefused("The browser's answer could not be read. Try again.")
-    return credential
-
-
-def _descriptor(passkey: Passkey) -> structs.PublicKeyCredentialDescriptor:
-    return structs.PublicKeyCredentialDescriptor(
-        id=base64url_to_bytes(passkey.credential_id),
-        transports=[_TRANSPORTS[t] for t in passkey.transports if t in _TRANSPORTS] or None,
-    )
-
-
-def _transports_of(credential: dict[str, Any]) -> list[str]:
-    # The browser's hint of how to reach the authenticator next time (usb, internal, ...).
-    response = credential.get("response")
-    listed = response.get("transports") if isinstance(response, dict) else None
-    if not isinstance(listed, list):
-        return []
-    return sorted({t for t in listed if isinstance(t, str) and t in _TRANSPORTS})
-
-
-def _check_limiter(accounts: Accounts, user: User, context: RequestContext) -> None:
-    """Refuse before verifying when the account's failed second factors are over the limit
-    (the limiter TOTP codes count in); another try while blocked makes the block longer."""
-    blocked = accounts.limiter.peek(LIMITER, str(user.id))
-    if blocked is not None and not blocked.allowed:
-        decision = accounts.limiter.hit(LIMITER, str(user.id))
-        _record_apart(accounts, "mfa.throttled", user, context, {"factor": "passkey"})
-        raise Throttled(max(decision.retry_after, blocked.retry_after))
-
-
-def _refuse(
-    accounts: Accounts,
-    user: User | None,
-    reason: str,
-    context: RequestContext,
-    second_step: bool,
-    *,
-    record: bool = True,
-) -> NoReturn:
-    if user is not None:
-        accounts.limiter.hit(LIMITER, str(user.id))
-    if record:
-        kind = "mfa.failed" if second_step else "login.failed"
-        _record_apart(accounts, kind, user, context, {"factor": "passkey", "reason": reason})
-    if not second_step:
-        metrics.count_login("failed")
-    raise PasskeyRefused(_REFUSED)
-
-
-def _record_apart(
-    accounts: Accounts,
-    kind: str,
-    user: User | None,
-    context: RequestContext,
-    detail: Mapping[str, object],
-) -> None:
-    # Its own transaction: the caller's may roll back with the refusal.
-    subject = str(user.id) if user is not None else None
-    with accounts.database.transaction() as own:
-        audit.record(
-            own, kind, context=context, outcome="failure", subject=subject, detail=dict(detail)
-        )

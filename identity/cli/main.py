@@ -19,7 +19,7 @@ from identity.cli.common import CommandError, OutputClosed, database_error, fail
 from identity.config import Settings, SettingsError
 from identity.keys import KeyStoreError
 from identity.protocol.clients import ClientRegistrationError
-from identity.upstream_providers import ProviderError
+from identity.upstream_presets import ProviderError
 from identity.webhooks import WebhookError
 
 _GROUPS = (server, clients, users, keys, audit, mail, providers, webhooks)

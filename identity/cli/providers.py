@@ -11,7 +11,8 @@ from typing import Any
 from identity import audit, repositories
 from identity.cli.common import CommandError, command_services, emit, open_database
 from identity.config import Settings
-from identity.upstream_providers import PRESETS, UpstreamProviders, describe
+from identity.upstream_presets import PRESETS
+from identity.upstream_providers import UpstreamProviders, describe
 
 Handler = Callable[[argparse.Namespace, Settings], Any]
 

@@ -22,7 +22,7 @@ The mfa_token is kept only as its SHA-256, belongs to the client that got it (an
 client's is answered like an unknown one), carries the scope and audience granted in step
 1, works once, and lives five minutes. A wrong code is ``invalid_grant`` and leaves the
 mfa_token usable until it expires; wrong codes count in the account's ``mfa.account``
-limiter (``accounts.factors``), which answers 429 with ``Retry-After`` when it is full.
+limiter (``accounts.factor_events``), which answers 429 with ``Retry-After`` when it is full.
 The grant is served only beside the password grant, for the clients that may use that.
 """
 
@@ -34,7 +34,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import InvalidGrantError, InvalidRequestError, grants
 
 from identity import repositories
-from identity.accounts import factors
+from identity.accounts import factors, recovery_codes
 from identity.accounts.credential_events import MFA_PENDING as MFA_TOKEN_PURPOSE
 from identity.accounts.errors import InvalidCode, Throttled
 from identity.accounts.passwords import fingerprint
@@ -103,7 +103,7 @@ class MfaGrant(IssuingGrant, grants.BaseGrant, grants.TokenEndpointMixin):  # ty
                 factors.check_totp(accounts, session, user, otp, context)
             else:
                 assert recovery_code is not None
-                factors.use_recovery_code(accounts, session, user, recovery_code, context)
+                recovery_codes.use_recovery_code(accounts, session, user, recovery_code, context)
         except InvalidCode:
             raise InvalidGrantError(WRONG_CODE) from None
         except Throttled as throttled:

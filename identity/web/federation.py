@@ -1,7 +1,7 @@
 """The pages of signing in with another provider: the start (a redirect to the upstream), its
-callback, the page that links an account that exists, and unlinking from /account. The rules
-(what links, what is created, amr) are ``accounts.federation``'s; the upstream protocol is
-``identity.upstream``'s.
+callback, and unlinking from /account; the page that links an account that exists is
+``web.federation_link``'s. The rules (what links, what is created, amr) are
+``accounts.federation``'s; the upstream protocol is ``identity.upstream``'s.
 
 What a sign-in keeps between requests lives in the browser's server-side session data: the
 upstream's state, nonce and PKCE verifier, a link waiting for its proof, and a sign-in
@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from identity import repositories
-from identity.accounts import factors, federation, sessions
-from identity.accounts.errors import AccountError, InvalidInput, Throttled
+from identity.accounts import federation, sessions
+from identity.accounts.errors import InvalidInput
 from identity.models import User
-from identity.upstream import UpstreamClient, UpstreamError
+from identity.upstream import UpstreamClient
+from identity.upstream_http import UpstreamError
 from identity.upstream_providers import ProviderConfig, UpstreamProviders, redirect_uri
 from identity.web.authorize import pending_resume_path
 from identity.web.pages import (
@@ -37,7 +37,7 @@ from identity.web.pages import (
 )
 
 LINK_PAGE = "/login/with/link"
-_SECOND_STEP = "/login/two-factor"
+SECOND_STEP = "/login/two-factor"
 # Sign-ins started at upstreams and not yet back: the newest few, each at most 10 minutes.
 _STARTED = "upstream"
 _MAX_STARTED = 5
@@ -51,7 +51,8 @@ def _providers(request: Request) -> UpstreamProviders:
     return providers
 
 
-def _enabled_provider(request: Request, visit: Visit, name: str) -> ProviderConfig | None:
+def enabled_provider(request: Request, visit: Visit, name: str) -> ProviderConfig | None:
+    """The provider ``name`` names, if there is one and it is enabled."""
     provider = _providers(request).get(visit.db, name[:40])
     return provider if provider is not None and provider.enabled else None
 
@@ -65,12 +66,14 @@ def _unavailable(request: Request, visit: Visit) -> Response:
     return _dead_end(request, visit, "This sign-in option is not available", text, 404)
 
 
-def _expired(request: Request, visit: Visit) -> Response:
+def expired(request: Request, visit: Visit) -> Response:
+    """The page of a sign-in this browser did not start, or started too long ago."""
     text = "This sign-in expired or was not started in this browser. Please start again."
     return _dead_end(request, visit, "This sign-in expired", text, 400)
 
 
-def _now(request: Request) -> float:
+def now_seconds(request: Request) -> float:
+    """The accounts' clock, in seconds: what the waiting records are timed with."""
     return accounts_of(request).now().timestamp()
 
 
@@ -84,7 +87,7 @@ async def start(request: Request) -> Response:
     accounts = accounts_of(request)
 
     def work(visit: Visit) -> Response:
-        provider = _enabled_provider(request, visit, name)
+        provider = enabled_provider(request, visit, name)
         if provider is None:
             return _unavailable(request, visit)
         client = UpstreamClient(accounts.settings)
@@ -98,7 +101,7 @@ async def start(request: Request) -> Response:
         finally:
             client.close()
         browser = visit.ensure_browser(accounts)
-        now = _now(request)
+        now = now_seconds(request)
         started = {
             state: entry
             for state, entry in dict(browser.data.get(_STARTED, {})).items()
@@ -144,13 +147,13 @@ async def callback(request: Request) -> Response:
 
     def work(visit: Visit) -> Response:
         state = query.get("state", "")
-        entry = _started(visit, state, _now(request))
-        provider = _enabled_provider(request, visit, name)
+        entry = _started(visit, state, now_seconds(request))
+        provider = enabled_provider(request, visit, name)
         # Nothing is written before the upstream's round trips: on SQLite the first write
         # would hold the one write lock through them.
         try:
             if entry is None or entry["kept"].get("provider") != name:
-                return _expired(request, visit)
+                return expired(request, visit)
             if provider is None:
                 return _unavailable(request, visit)
             client = UpstreamClient(accounts.settings)
@@ -170,19 +173,19 @@ async def callback(request: Request) -> Response:
         if isinstance(outcome, federation.Refused):
             return _refused(request, visit, provider, outcome, next_path)
         if isinstance(outcome, federation.NeedsProof):
-            _wait(visit, _record_of(outcome, next_path, _now(request)))
+            keep_waiting(visit, _record_of(outcome, next_path, now_seconds(request)))
             return redirect(LINK_PAGE)
         user = outcome.user
         if outcome.needs_second_factor:  # identity's own second step first
             target = safe_next(next_path, pending_resume_path(visit) or "/account")
-            _await_second_factor(request, visit, user, provider, outcome.amr, target)
-            return redirect(_SECOND_STEP)
-        return _signed_in(request, visit, user, provider, outcome.amr, next_path)
+            await_second_factor(request, visit, user, provider, outcome.amr, target)
+            return redirect(SECOND_STEP)
+        return signed_in(request, visit, user, provider, outcome.amr, next_path)
 
     return await transact(request, work)
 
 
-def _signed_in(
+def signed_in(
     request: Request,
     visit: Visit,
     user: User,
@@ -190,6 +193,7 @@ def _signed_in(
     amr: list[str],
     next_path: str,
 ) -> Response:
+    """Sign ``user`` in to this browser through ``provider``, then go on to ``next_path``."""
     # A sign-in started by an app goes back to it (as the login form does).
     target = safe_next(next_path, pending_resume_path(visit) or "/account")
     visit.new_cookie, visit.browser = sessions.start_authenticated(
@@ -206,7 +210,7 @@ def _signed_in(
     return redirect(target)
 
 
-def _await_second_factor(
+def await_second_factor(
     request: Request,
     visit: Visit,
     user: User,
@@ -214,6 +218,8 @@ def _await_second_factor(
     amr: list[str],
     next_path: str,
 ) -> None:
+    """Leave the sign-in waiting for identity's own second step, which then goes to
+    ``next_path``."""
     # The second step's pages finish the sign-in, keeping its provider, then go to next_path.
     browser = visit.ensure_browser(accounts_of(request))
     now = accounts_of(request).now()
@@ -251,135 +257,24 @@ def _record_of(proof: federation.NeedsProof, next_path: str, now: float) -> dict
     return {**proof.as_data(), "next": next_path, "at": now}
 
 
-def _wait(visit: Visit, record: dict[str, Any]) -> None:
+def keep_waiting(visit: Visit, record: dict[str, Any]) -> None:
+    """Keep ``record`` (``_record_of``'s) in this browser until the account is proven."""
     assert visit.browser is not None  # the callback found its state in it
     visit.browser.data = {**visit.browser.data, _WAITING: record}
 
 
-def _waiting(visit: Visit, now: float) -> dict[str, Any] | None:
+def waiting(visit: Visit, now: float) -> dict[str, Any] | None:
+    """The link waiting in this browser, if it is less than 10 minutes old."""
     record = visit.browser.data.get(_WAITING) if visit.browser is not None else None
     if not isinstance(record, dict) or now - float(record.get("at", 0)) > _WAIT_SECONDS:
         return None
     return record
 
 
-def _forget_waiting(visit: Visit) -> None:
+def forget_waiting(visit: Visit) -> None:
+    """Drop the link waiting in this browser: it is done, or has failed."""
     if visit.browser is not None:
         visit.browser.data = {k: v for k, v in visit.browser.data.items() if k != _WAITING}
-
-
-async def link_page(request: Request) -> Response:
-    """GET and POST /login/with/link: "An account with this email exists: enter its password
-    to link the provider". Its second factor, when it has one, is asked on the second-step
-    pages, which come back to ``finish``."""
-    form = await read_form(request) if request.method == "POST" else None
-    accounts = accounts_of(request)
-
-    def work(visit: Visit) -> Response:
-        record = _waiting(visit, _now(request))
-        if record is None:
-            return _expired(request, visit)
-        proof = federation.NeedsProof.from_data(record)
-        provider = _enabled_provider(request, visit, proof.provider)
-        user = repositories.get_user(visit.db, proof.user_id)
-        if provider is None or user is None:
-            return _expired(request, visit)
-        page: dict[str, Any] = {
-            "email": proof.email,
-            "provider_title": federation.provider_title(provider.label),
-            "has_password": user.password_hash is not None,
-        }
-        field = "password" if user.password_hash is not None else "code"
-        if form is None:
-            if field == "code" and not record.get("code_sent"):
-                # No password to prove the account with: its mailbox does.
-                federation.send_link_code(accounts, visit.db, proof, page["provider_title"])
-                _wait(visit, {**record, "code_sent": _now(request)})
-            return render(request, visit, "federation_link.html", **page)
-        try:
-            if field == "code":
-                proven = federation.prove_code(
-                    accounts, visit.db, proof, form.get("code", ""), visit.context
-                )
-            else:
-                proven = federation.prove_password(
-                    accounts, visit.db, proof, form.get("password", ""), visit.context
-                )
-        except AccountError as error:  # an unverified address too: its text says what to do
-            if isinstance(error, Throttled):
-                raise
-            return render(
-                request,
-                visit,
-                "federation_link.html",
-                400,
-                errors={"form": str(error), field: str(error)},
-                **page,
-            )
-        if factors.has_second_factor(visit.db, proven):
-            _wait(visit, {**record, "proven_at": _now(request)})
-            finish_path = f"/login/with/{provider.name}/finish"
-            amr = proof.amr_with_password() if field == "password" else list(proof.amr)
-            _await_second_factor(request, visit, proven, provider, amr, finish_path)
-            return redirect(_SECOND_STEP)
-        failed = _link(request, visit, proven, provider, proof)
-        # A mailed code proves the mailbox, not a method of signing in: the upstream's stand.
-        amr = proof.amr_with_password() if field == "password" else list(proof.amr)
-        next_path = str(record.get("next") or "")
-        return failed or _signed_in(request, visit, proven, provider, amr, next_path)
-
-    return await transact(request, work, form=form)
-
-
-def _link(
-    request: Request,
-    visit: Visit,
-    user: User,
-    provider: ProviderConfig,
-    proof: federation.NeedsProof,
-) -> Response | None:
-    """Link the proven account; None when done, else the page that says why not."""
-    _forget_waiting(visit)
-    try:
-        federation.link_after_proof(
-            accounts_of(request), visit.db, user, proof, provider, visit.context
-        )
-    except AccountError as error:
-        return message(request, visit, "We couldn't link this account", str(error), 409)
-    title = federation.provider_title(provider.label)
-    visit.flash(f"{title} is now linked to your account: you can sign in with it from now on.")
-    return None
-
-
-async def finish(request: Request) -> Response:
-    """GET /login/with/{name}/finish, where identity's second step sends a sign-in whose
-    password proved an account to link: make the link. A GET, as the callback is: it acts
-    only on what this browser's own sign-in left waiting, once that sign-in is complete."""
-    name = request.path_params["name"]
-
-    def work(visit: Visit) -> Response:
-        record = _waiting(visit, _now(request))
-        browser, user = visit.browser, visit.user
-        if record is None or browser is None or user is None:
-            return _expired(request, visit) if user is None else redirect("/account")
-        signed_in_at = browser.auth_time.timestamp() if browser.auth_time else 0.0
-        # This browser passed the second step of this very sign-in, after its password.
-        passed = (
-            str(user.id) == record["user"]
-            and record["provider"] == name == browser.idp
-            and record.get("proven_at") is not None
-            and signed_in_at >= float(record["proven_at"])
-            and "mfa" in (browser.amr or [])
-        )
-        provider = _enabled_provider(request, visit, name)
-        if not passed or provider is None:
-            return _expired(request, visit)
-        proof = federation.NeedsProof.from_data(record)
-        failed = _link(request, visit, user, provider, proof)
-        target = safe_next(str(record.get("next") or ""), pending_resume_path(visit) or "/account")
-        return failed or redirect(target)
-
-    return await transact(request, work)
 
 
 # -- unlinking, from /account ---------------------------------------------------------------
@@ -409,12 +304,9 @@ async def unlink(request: Request) -> Response:
 
 
 def federation_routes() -> list[BaseRoute]:
-    """The pages of signing in with another provider."""
+    """The pages of signing in with another provider (after ``federation_link_routes``)."""
     return [
-        # Before /login/with/{name}: "link" is a page, not a provider.
-        Route(LINK_PAGE, link_page, methods=["GET", "POST"]),
         Route("/login/with/{name}", start, methods=["GET"]),
         Route("/login/with/{name}/callback", callback, methods=["GET"]),
-        Route("/login/with/{name}/finish", finish, methods=["GET"]),
         Route("/account/providers/{name}/unlink", unlink, methods=["POST"]),
     ]

@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from identity import audit, repositories
-from identity.accounts import factors, passkeys, sessions
+from identity.accounts import factors, passkeys, recovery_codes, sessions
 from identity.accounts.errors import (
     AccountError,
     InvalidInput,
@@ -203,7 +203,7 @@ def _register(request: Request, visit: Visit, body: dict[str, Any]) -> Response:
             idp=visit.browser.idp,
         )
     next_path = safe_next(str(body.get("next") or ""), "")
-    codes = factors.recovery_codes_for_first_factor(accounts, visit.db, user)
+    codes = recovery_codes.recovery_codes_for_first_factor(accounts, visit.db, user)
     if codes:
         show_recovery_codes_once(accounts, visit.browser, codes, next_path)
         return _answer({"id": passkey.id, "name": passkey.name, "redirect": NEW_RECOVERY_CODES})

@@ -1,28 +1,27 @@
 """The second-factor pages: the second step of a sign-in, the step-up of a signed-in session
-that an app wants with two factors, and setting up an authenticator app with its recovery
-codes. The rules themselves (replay, drift, limits) are ``accounts.factors``'s.
+that an app wants with two factors, and the "Confirm it's you" of changes that need a recent
+sign-in. Setting up an authenticator app and its recovery codes are ``web.two_factor_setup``'s;
+the rules themselves (replay, drift, limits) are ``accounts.factors``'s.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from sqlalchemy.orm import Session
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from identity import audit, repositories
-from identity.accounts import factors, sessions
+from identity.accounts import factors, recovery_codes, sessions
 from identity.accounts.errors import InvalidCode, InvalidInput, ReauthenticationRequired
 from identity.accounts.service import Accounts
 from identity.audit import RequestContext
 from identity.models import User
 from identity.web.pages import (
-    NEW_RECOVERY_CODES,
     Visit,
     accounts_of,
     form_errors,
@@ -32,15 +31,11 @@ from identity.web.pages import (
     redirect,
     render,
     safe_next,
-    take_recovery_codes,
     transact,
 )
 
 SIGN_IN_STEP = "/login/two-factor"
 SETUP = "/account/two-factor/setup"
-# What the download echoes back: the shape factors hands out, nothing else.
-_RECOVERY_CODE = re.compile(r"[a-z0-9]{5}-[a-z0-9]{5}")
-_MAX_CODES = 10
 
 
 def second_factor_redirect(visit: Visit, user: User, next_path: str) -> Response:
@@ -50,17 +45,12 @@ def second_factor_redirect(visit: Visit, user: User, next_path: str) -> Response
     return redirect(f"{target}?{urlencode({'next': next_path})}")
 
 
-def _has_two_factors(visit: Visit) -> bool:
+def has_two_factors(visit: Visit) -> bool:
+    """True when this browser's session signed in with two factors."""
     return visit.browser is not None and "mfa" in (visit.browser.amr or [])
 
 
-def _login_first(request: Request) -> Response:
-    """Anonymous visitors sign in first and come back here, query and all."""
-    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return redirect(f"/login?{urlencode({'next': here})}")
-
-
-def _upgrade(
+def upgrade_session(
     request: Request,
     visit: Visit,
     user: User,
@@ -111,7 +101,7 @@ class _Method:
 
 _AUTHENTICATOR = _Method("two_factor.html", "code", "totp", factors.check_totp)
 _RECOVERY = _Method(
-    "recovery_code.html", "recovery_code", "recovery_code", factors.use_recovery_code
+    "recovery_code.html", "recovery_code", "recovery_code", recovery_codes.use_recovery_code
 )
 
 
@@ -142,7 +132,7 @@ def _second_step(method: _Method) -> Callable[[Request], object]:
             user = repositories.get_user(visit.db, pending.user_id) if pending else visit.user
             if user is None or (pending is not None and not pending.still_valid_for(user)):
                 return _expired(request, visit)
-            if pending is None and _has_two_factors(visit):
+            if pending is None and has_two_factors(visit):
                 return redirect(next_path or "/account")
             if pending is None and not factors.has_second_factor(visit.db, user):
                 return redirect(f"{SETUP}?{urlencode({'next': next_path or '/account'})}")
@@ -173,167 +163,16 @@ def _second_step(method: _Method) -> Callable[[Request], object]:
                 assert visit.browser is not None
                 sessions.forget_pending_sign_in(visit.browser)
                 amr = factors.with_factor(pending.amr, "otp")
-                _upgrade(request, visit, user, amr, step_up=None, idp=pending.idp)
+                upgrade_session(request, visit, user, amr, step_up=None, idp=pending.idp)
                 return redirect(safe_next(pending.next_path))
             assert visit.browser is not None
             amr = factors.with_factor(visit.browser.amr or ["pwd"], "otp")
-            _upgrade(request, visit, user, amr, step_up=method.factor)
+            upgrade_session(request, visit, user, amr, step_up=method.factor)
             return redirect(next_path or "/account")
 
         return await transact(request, work, form=form)
 
     return endpoint
-
-
-# -- setting up an authenticator app -------------------------------------------------------
-
-
-def _setup_page(
-    request: Request,
-    visit: Visit,
-    setup: factors.TotpSetup,
-    next_path: str,
-    status: int = 200,
-    errors: dict[str, str] | None = None,
-) -> Response:
-    return render(
-        request,
-        visit,
-        "totp_setup.html",
-        status,
-        qr_svg=setup.qr_svg(),  # drawn by segno from our own URI: markup, not user text
-        uri=setup.uri,
-        secret=setup.secret,
-        next=next_path,
-        errors=errors or {},
-    )
-
-
-def recovery_codes_page(
-    request: Request, visit: Visit, codes: list[str], next_path: str, heading: str
-) -> Response:
-    """The recovery codes, shown once, with a download and the way on (``next_path``)."""
-    return render(
-        request,
-        visit,
-        "recovery_codes.html",
-        heading=heading,
-        codes=codes,
-        next=next_path,
-    )
-
-
-def _already_set_up(visit: Visit, next_path: str) -> Response:
-    if next_path and not _has_two_factors(visit):
-        return redirect(f"{SIGN_IN_STEP}?{urlencode({'next': next_path})}")
-    if not next_path:
-        visit.flash("An authenticator app is already set up. Remove it first to set up another.")
-    return redirect(next_path or "/account")
-
-
-async def setup(request: Request) -> Response:
-    """GET: the QR code and URI of a new authenticator app. POST: its first code turns it on,
-    counts as this session's second factor, and shows the recovery codes."""
-    accounts = accounts_of(request)
-    form = await read_form(request) if request.method == "POST" else None
-    asked_next = form.get("next") if form is not None else request.query_params.get("next")
-    next_path = safe_next(asked_next, "")
-
-    def work(visit: Visit) -> Response:
-        user = visit.user
-        if user is None or visit.browser is None:
-            return _login_first(request)
-        if factors.has_totp(visit.db, user):
-            return _already_set_up(visit, next_path)
-        purpose = "set up a second factor"
-        if form is not None and "code" not in form:  # the password of "Confirm it's you"
-            asked = recently_signed_in(request, visit, form, SETUP, purpose, next_path)
-            return asked or redirect(f"{SETUP}?{urlencode({'next': next_path})}")
-        if not is_recent(request, visit):
-            return password_page(request, visit, SETUP, purpose, next_path)
-        if form is None:
-            return _setup_page(
-                request, visit, factors.begin_totp(accounts, visit.db, user), next_path
-            )
-        try:
-            codes = factors.confirm_totp(
-                accounts,
-                visit.db,
-                user,
-                form.get("code", ""),
-                visit.context,
-                authenticated_at=visit.browser.auth_time,
-            )
-        except ReauthenticationRequired:  # five minutes passed on the setup page
-            return password_page(request, visit, SETUP, purpose, next_path)
-        except InvalidCode as error:
-            # With no app waiting (removed in another tab), a new one starts here.
-            waiting = factors.pending_totp(accounts, visit.db, user)
-            again = waiting or factors.begin_totp(accounts, visit.db, user)
-            errors = {"form": "Check the code", "code": str(error)}
-            return _setup_page(request, visit, again, next_path, 400, errors)
-        assert visit.browser is not None
-        if not _has_two_factors(visit):
-            amr = factors.with_factor(visit.browser.amr or ["pwd"], "otp")
-            _upgrade(request, visit, user, amr, step_up="totp")
-        if not codes:
-            visit.flash("Your authenticator app is set up.")
-            return redirect(next_path or "/account")
-        heading = "Your authenticator app is set up"
-        return recovery_codes_page(request, visit, codes, next_path, heading)
-
-    return await transact(request, work, form=form)
-
-
-async def new_codes(request: Request) -> Response:
-    """GET: the recovery codes a passkey's registration just made, shown this once."""
-
-    def work(visit: Visit) -> Response:
-        if visit.user is None:
-            return _login_first(request)
-        kept = take_recovery_codes(accounts_of(request), visit.browser)
-        if kept is None:
-            return redirect("/account")
-        codes, next_path = kept
-        heading = "Your passkey is added"
-        return recovery_codes_page(request, visit, codes, next_path, heading)
-
-    return await transact(request, work)
-
-
-async def download_codes(request: Request) -> Response:
-    """POST: the recovery codes the page just showed, back as a text file to keep."""
-    form = await read_form(request)
-
-    def work(visit: Visit) -> Response:
-        if visit.user is None:
-            return _login_first(request)
-        codes = [c for c in form.get("recovery_codes", "").split() if _RECOVERY_CODE.fullmatch(c)]
-        if not codes:
-            return message(
-                request,
-                visit,
-                "Nothing to download",
-                "There are no recovery codes in this request. Make new ones on your account page.",
-                400,
-                link=("/account", "Back to your account"),
-            )
-        lines = [
-            f"Recovery codes for {visit.user.email}",
-            "Each code signs you in once when you don't have your authenticator app.",
-            "",
-            *codes[:_MAX_CODES],
-            "",
-        ]
-        return PlainTextResponse(
-            "\n".join(lines),
-            headers={
-                "Content-Disposition": 'attachment; filename="identity-recovery-codes.txt"',
-                "Cache-Control": "no-store",
-            },
-        )
-
-    return await transact(request, work, form=form)
 
 
 # -- changes that need a recent sign-in ----------------------------------------------------
@@ -390,63 +229,13 @@ def recently_signed_in(
         return password_page(request, visit, action, purpose, next_path, 400, form_errors(error))
     if typed is not None and not is_recent(request, visit):
         amr = list(visit.browser.amr or ["pwd"])
-        _upgrade(request, visit, visit.user, amr, step_up=None, idp=visit.browser.idp)
+        upgrade_session(request, visit, visit.user, amr, step_up=None, idp=visit.browser.idp)
     return None
 
 
-def _signed_in_form(
-    change: Callable[[Request, Visit, dict[str, str]], Response],
-) -> Callable[[Request], object]:
-    async def endpoint(request: Request) -> Response:
-        form = await read_form(request)
-
-        def work(visit: Visit) -> Response:
-            if visit.user is None or visit.browser is None:
-                return redirect("/login?next=/account")
-            return change(request, visit, form)
-
-        return await transact(request, work, form=form)
-
-    return endpoint
-
-
-def _regenerate(request: Request, visit: Visit, form: dict[str, str]) -> Response:
-    action = "/account/two-factor/recovery-codes"
-    asked = recently_signed_in(request, visit, form, action, "make new recovery codes")
-    if asked is not None:
-        return asked
-    assert visit.user is not None
-    try:
-        codes = factors.regenerate_recovery_codes(
-            accounts_of(request), visit.db, visit.user, visit.context
-        )
-    except InvalidInput:
-        visit.flash("Set up an authenticator app first: recovery codes stand in for it.")
-        return redirect("/account")
-    return recovery_codes_page(request, visit, codes, "", "Your new recovery codes")
-
-
-def _remove(request: Request, visit: Visit, form: dict[str, str]) -> Response:
-    action = "/account/two-factor/remove"
-    asked = recently_signed_in(request, visit, form, action, "remove the authenticator app")
-    if asked is not None:
-        return asked
-    assert visit.user is not None
-    if factors.remove_totp(accounts_of(request), visit.db, visit.user, visit.context):
-        visit.flash("The authenticator app is removed, and its recovery codes no longer work.")
-    else:
-        visit.flash("There was no authenticator app to remove.")
-    return redirect("/account")
-
-
 def two_factor_routes() -> list[BaseRoute]:
-    """The second step of a sign-in, step-up, and managing the authenticator app."""
+    """The second step of a sign-in (with an authenticator app or a recovery code), and step-up."""
     return [
         Route(SIGN_IN_STEP, _second_step(_AUTHENTICATOR), methods=["GET", "POST"]),  # type: ignore[arg-type]
         Route("/login/recovery-code", _second_step(_RECOVERY), methods=["GET", "POST"]),  # type: ignore[arg-type]
-        Route(SETUP, setup, methods=["GET", "POST"]),
-        Route("/account/two-factor/recovery-codes", _signed_in_form(_regenerate), methods=["POST"]),  # type: ignore[arg-type]
-        Route("/account/two-factor/recovery-codes/download", download_codes, methods=["POST"]),
-        Route(NEW_RECOVERY_CODES, new_codes, methods=["GET"]),
-        Route("/account/two-factor/remove", _signed_in_form(_remove), methods=["POST"]),  # type: ignore[arg-type]
     ]

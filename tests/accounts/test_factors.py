@@ -9,7 +9,7 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
-from identity.accounts import factors
+from identity.accounts import factors, recovery_codes
 from identity.accounts.errors import InvalidCode, InvalidInput, ReauthenticationRequired, Throttled
 from identity.accounts.service import Accounts
 from identity.db import Database
@@ -48,7 +48,9 @@ def _check(accounts: Accounts, database: Database, user: User, code: str) -> Non
 
 def _recover(accounts: Accounts, database: Database, user: User, code: str) -> None:
     with database.transaction() as session:
-        factors.use_recovery_code(accounts, session, session.get(User, user.id), code, CONTEXT)
+        recovery_codes.use_recovery_code(
+            accounts, session, session.get(User, user.id), code, CONTEXT
+        )
 
 
 def test_setup_uri_names_the_site_and_the_email(accounts: Accounts, database: Database) -> None:

@@ -11,13 +11,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from identity import repositories
-from identity.accounts import factors, federation
+from identity.accounts import factors, federation, federation_links
 from identity.accounts.errors import InvalidCode, InvalidCredentials, InvalidInput
 from identity.accounts.service import Accounts
 from identity.db import Database
 from identity.models import FederatedIdentity, Passkey, User
 from identity.services import Services
-from identity.upstream import UpstreamIdentity
+from identity.upstream_http import UpstreamIdentity
 from identity.upstream_providers import ProviderConfig, UpstreamProviders
 from tests.accounts.conftest import CONTEXT, PASSWORD, audit_types, create_user, mails, reload
 
@@ -237,7 +237,7 @@ def test_a_wrong_password_proves_nothing(
     proof = _resolve(accounts, database, provider, _upstream())
     assert isinstance(proof, federation.NeedsProof)
     with pytest.raises(InvalidCredentials), database.transaction() as session:
-        federation.prove_password(accounts, session, proof, "not-the-password", CONTEXT)
+        federation_links.prove_password(accounts, session, proof, "not-the-password", CONTEXT)
 
 
 def test_the_right_password_links_tells_the_owner_and_the_next_sign_in_finds_it(
@@ -249,8 +249,8 @@ def test_the_right_password_links_tells_the_owner_and_the_next_sign_in_finds_it(
     assert isinstance(proof, federation.NeedsProof)
     assert proof.amr_with_password() == ["fed", "pwd"]
     with database.transaction() as session:
-        user = federation.prove_password(accounts, session, proof, PASSWORD, CONTEXT)
-        federation.link_after_proof(accounts, session, user, proof, provider, CONTEXT)
+        user = federation_links.prove_password(accounts, session, proof, PASSWORD, CONTEXT)
+        federation_links.link_after_proof(accounts, session, user, proof, provider, CONTEXT)
     link = _link(database, "corp", "upstream-1")
     assert link is not None and link.user_id == local.id
     assert "federation.linked" in audit_types(database, local)
@@ -277,7 +277,7 @@ def test_a_subject_linked_elsewhere_meanwhile_is_not_linked_twice(
     with pytest.raises(federation.LinkedElsewhere), database.transaction() as session:
         user = session.get(User, local.id)
         assert user is not None
-        federation.link_after_proof(accounts, session, user, proof, provider, CONTEXT)
+        federation_links.link_after_proof(accounts, session, user, proof, provider, CONTEXT)
     link = _link(database, "corp", "upstream-1")
     assert link is not None and link.user_id == other.id
 
@@ -351,7 +351,7 @@ def test_another_enabled_provider_lets_the_link_go(
         fresh = session.get(User, user.id)
         assert fresh is not None
         proof = federation.NeedsProof(user.id, "other", "other-sub", user.email, ["fed"])
-        federation.link_after_proof(accounts, session, fresh, proof, other, CONTEXT)
+        federation_links.link_after_proof(accounts, session, fresh, proof, other, CONTEXT)
         titles = [link.title for link in federation.links(session, fresh)]
     assert titles == ["Corp", "Other"]
     with database.transaction() as session:
@@ -383,13 +383,15 @@ def test_a_mailed_link_code_works_once_and_only_for_its_upstream_identity(
     other = _resolve(accounts, database, provider, _upstream(subject="third"))
     assert isinstance(proof, federation.NeedsProof) and isinstance(other, federation.NeedsProof)
     with database.transaction() as session:
-        federation.send_link_code(accounts, session, proof, "Corp")
+        federation_links.send_link_code(accounts, session, proof, "Corp")
     [mail] = mails(database, "ada@example.com", "link_code")
     code = mail.text_body.split("enter this code to link it:")[1].split()[0]
     with database.transaction() as session, pytest.raises(InvalidCode):
-        federation.prove_code(accounts, session, other, code, CONTEXT)  # another identity's
+        federation_links.prove_code(accounts, session, other, code, CONTEXT)  # another identity's
     with database.transaction() as session:
-        assert federation.prove_code(accounts, session, proof, code, CONTEXT).id == first.user.id
+        assert (
+            federation_links.prove_code(accounts, session, proof, code, CONTEXT).id == first.user.id
+        )
     with database.transaction() as session, pytest.raises(InvalidCode):
-        federation.prove_code(accounts, session, proof, code, CONTEXT)
+        federation_links.prove_code(accounts, session, proof, code, CONTEXT)
     assert "federation.link_code_failed" in audit_types(database, first.user)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from identity.accounts import passkeys
 from identity.accounts.errors import InvalidInput, Throttled
+from identity.accounts.passkey_ceremonies import PasskeyRefused
 from identity.accounts.service import Accounts
 from identity.config import Settings
 from identity.db import Database
@@ -173,7 +174,7 @@ def test_registration_without_user_verification_is_refused(
 ) -> None:
     user = create_user(accounts, database, "no-uv@example.com")
     device = SoftwareAuthenticator(passkeys.expected_origin(accounts.settings))
-    with pytest.raises(passkeys.PasskeyRefused):
+    with pytest.raises(PasskeyRefused):
         _register(accounts, database, user, device, user_verified=False)
     with database.transaction() as session:
         assert not passkeys.has_passkey(session, _loaded(session, user))
@@ -184,7 +185,7 @@ def test_registration_from_another_origin_is_refused(
 ) -> None:
     user = create_user(accounts, database, "origin@example.com")
     device = SoftwareAuthenticator("http://localhost:9999")
-    with pytest.raises(passkeys.PasskeyRefused):
+    with pytest.raises(PasskeyRefused):
         _register(accounts, database, user, device)
 
 
@@ -199,7 +200,7 @@ def test_a_registration_challenge_lives_five_minutes(
             accounts, session, _loaded(session, user), authenticated_at=accounts.now()
         )
     clock.advance(timedelta(minutes=5, seconds=1))
-    with database.transaction() as session, pytest.raises(passkeys.PasskeyRefused):
+    with database.transaction() as session, pytest.raises(PasskeyRefused):
         passkeys.finish_registration(
             accounts,
             session,
@@ -221,7 +222,7 @@ def test_a_registration_started_for_another_account_is_refused(
         options, state = passkeys.registration_options(
             accounts, session, _loaded(session, ada), authenticated_at=accounts.now()
         )
-    with database.transaction() as session, pytest.raises(passkeys.PasskeyRefused):
+    with database.transaction() as session, pytest.raises(PasskeyRefused):
         passkeys.finish_registration(
             accounts,
             session,
@@ -255,7 +256,7 @@ def test_the_same_passkey_cannot_be_registered_twice(
     eve = create_user(accounts, database, "eve-twice@example.com")
     device = SoftwareAuthenticator(passkeys.expected_origin(accounts.settings))
     _register(accounts, database, ada, device)
-    with pytest.raises(passkeys.PasskeyRefused):
+    with pytest.raises(PasskeyRefused):
         _register(accounts, database, eve, device)
     assert _stored(database, device).user_id == ada.id
 
@@ -305,9 +306,9 @@ def test_a_counter_going_backwards_is_refused_and_audited(
     device = SoftwareAuthenticator(passkeys.expected_origin(accounts.settings))
     _register(accounts, database, user, device)
     _sign_in(accounts, database, device, counter=7)
-    with pytest.raises(passkeys.PasskeyRefused):
+    with pytest.raises(PasskeyRefused):
         _sign_in(accounts, database, device, counter=7)  # a copy that signed as often
-    with pytest.raises(passkeys.PasskeyRefused):
+    with pytest.raises(PasskeyRefused):
         _sign_in(accounts, database, device, counter=3)
     assert audit_types(database, user).count("passkey.clone_suspected") == 2
     assert _stored(database, device).sign_count == 7
@@ -318,7 +319,7 @@ def test_signing_in_from_another_origin_is_refused(accounts: Accounts, database:
     user = create_user(accounts, database, "phish@example.com")
     device = SoftwareAuthenticator(passkeys.expected_origin(accounts.settings))
     _register(accounts, database, user, device)
-    with pytest.raises(passkeys.PasskeyRefused):
+    with pytest.raises(PasskeyRefused):
         _sign_in(accounts, database, device, origin="https://login.example.net")
     assert _failure_reasons(database, user) == ["not_verified"]
 
@@ -329,7 +330,7 @@ def test_signing_in_without_user_verification_is_refused(
     user = create_user(accounts, database, "presence-only@example.com")
     device = SoftwareAuthenticator(passkeys.expected_origin(accounts.settings))
     _register(accounts, database, user, device)
-    with pytest.raises(passkeys.PasskeyRefused):
+    with pytest.raises(PasskeyRefused):
         _sign_in(accounts, database, device, user_verified=False)
     assert _stored(database, device).last_used_at is None
 
@@ -340,7 +341,7 @@ def test_a_signature_by_another_key_is_refused(accounts: Accounts, database: Dat
     _register(accounts, database, user, device)
     forger = SoftwareAuthenticator(device.origin)
     forger.credential_id, forger.user_handle = device.credential_id, device.user_handle
-    with pytest.raises(passkeys.PasskeyRefused):
+    with pytest.raises(PasskeyRefused):
         _sign_in(accounts, database, forger, counter=50)
     assert "passkey.clone_suspected" not in audit_types(database, user)
     assert _stored(database, device).sign_count == 0
@@ -349,7 +350,7 @@ def test_a_signature_by_another_key_is_refused(accounts: Accounts, database: Dat
 def test_an_unknown_passkey_is_refused(accounts: Accounts, database: Database) -> None:
     stranger = SoftwareAuthenticator(passkeys.expected_origin(accounts.settings))
     stranger.user_handle = b"\x00" * 16
-    with pytest.raises(passkeys.PasskeyRefused):
+    with pytest.raises(PasskeyRefused):
         _sign_in(accounts, database, stranger)
 
 
@@ -361,7 +362,7 @@ def test_a_disabled_account_cannot_sign_in_with_its_passkey(
     _register(accounts, database, user, device)
     with database.transaction() as session:
         session.execute(update(User).where(User.id == user.id).values(is_active=False))
-    with pytest.raises(passkeys.PasskeyRefused):
+    with pytest.raises(PasskeyRefused):
         _sign_in(accounts, database, device)
     assert _failure_reasons(database, user) == ["disabled"]
 
@@ -372,7 +373,7 @@ def test_an_unverified_account_cannot_sign_in_with_a_passkey(
     user = create_user(accounts, database, "unverified-passkey@example.com", verified=False)
     device = SoftwareAuthenticator(passkeys.expected_origin(accounts.settings))
     _register(accounts, database, user, device)
-    with pytest.raises(passkeys.PasskeyRefused):
+    with pytest.raises(PasskeyRefused):
         _sign_in(accounts, database, device)
     assert _failure_reasons(database, user) == ["unverified"]
 
@@ -382,7 +383,7 @@ def test_failed_passkeys_are_throttled_per_account(accounts: Accounts, database:
     device = SoftwareAuthenticator(passkeys.expected_origin(accounts.settings))
     _register(accounts, database, user, device)
     for _ in range(5):  # the mfa.account limiter's default: 5 in 5 minutes
-        with pytest.raises(passkeys.PasskeyRefused):
+        with pytest.raises(PasskeyRefused):
             _sign_in(accounts, database, device, user_verified=False)
     with pytest.raises(Throttled):
         _sign_in(accounts, database, device)
@@ -423,10 +424,10 @@ def test_a_second_step_refuses_another_accounts_passkey(
     answer = eve_device.get(
         json.dumps({**json.loads(eve_options), "challenge": state["challenge"]})
     )
-    with database.transaction() as session, pytest.raises(passkeys.PasskeyRefused):
+    with database.transaction() as session, pytest.raises(PasskeyRefused):
         passkeys.finish_authentication(accounts, session, state, json.dumps(answer), CONTEXT)
     assert _failure_reasons(database, ada) == ["another_account"]
-    with database.transaction() as session, pytest.raises(passkeys.PasskeyRefused):
+    with database.transaction() as session, pytest.raises(PasskeyRefused):
         passkeys.finish_authentication(
             accounts, session, _eve_state, json.dumps(answer), CONTEXT, expected_user_id=ada.id
         )
@@ -436,7 +437,7 @@ def test_an_account_without_passkeys_has_no_second_step(
     accounts: Accounts, database: Database
 ) -> None:
     user = create_user(accounts, database, "no-passkeys@example.com")
-    with database.transaction() as session, pytest.raises(passkeys.PasskeyRefused):
+    with database.transaction() as session, pytest.raises(PasskeyRefused):
         passkeys.authentication_options(accounts, session, _loaded(session, user))
 
 
@@ -459,5 +460,5 @@ def test_renaming_and_removing_a_passkey(accounts: Accounts, database: Database)
         assert not passkeys.has_passkey(session, owner)
     assert audit_types(database, user)[-1] == "mfa.removed"
     assert len(mails(database, user.email, "second_factor_removed")) == 1
-    with pytest.raises(passkeys.PasskeyRefused):
+    with pytest.raises(PasskeyRefused):
         _sign_in(accounts, database, device)
