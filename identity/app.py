@@ -49,11 +49,13 @@ from identity.web.authorize import authorize_routes
 from identity.web.device import device_routes
 from identity.web.end_session import end_session_routes
 from identity.web.federation import federation_routes
+from identity.web.federation_link import federation_link_routes
 from identity.web.passkey_pages import passkey_page_routes
 from identity.web.passkeys import passkey_routes
 from identity.web.signin import signin_routes
 from identity.web.signup import signup_routes
 from identity.web.two_factor import two_factor_routes
+from identity.web.two_factor_setup import two_factor_setup_routes
 from identity.webhook_delivery import WebhookSender
 
 log = logging.getLogger("identity")
@@ -218,8 +220,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     services = build_services(settings)
     database, oauth, accounts = services.database, services.oauth, services.accounts
     redis_client, loop_redis, keys = services.redis, services.loop_redis, services.keys
-    sender = OutboxSender(database, settings)
-    webhook_sender = WebhookSender(database, settings, accounts.secret_box)
+    # Background work (mail, webhooks, pruning) has a small pool of its own: its pollers keep
+    # their connections busy every second, so the idle ping would never check them, and
+    # after a database restart a request would be handed one of them, dead, and answer 503.
+    background = Database(settings.database_url, pool_size=2)
+    sender = OutboxSender(background, settings)
+    webhook_sender = WebhookSender(background, settings, accounts.secret_box)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -227,7 +233,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         keys.ensure()  # safe when several workers start at once (file lock)
         keys.ring()
         settings.log_unsafe_defaults()
-        pruner = asyncio.create_task(_prune_forever(database))
+        pruner = asyncio.create_task(_prune_forever(background))
         stop_sending = asyncio.Event()
         mail = asyncio.create_task(sender.run(stop_sending))
         hooks = asyncio.create_task(webhook_sender.run(stop_sending))
@@ -245,6 +251,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # Commits what is pending before the connections go.
             await asyncio.to_thread(services.audit_writer.close)
             database.dispose()
+            background.dispose()
             if redis_client is not None:
                 redis_client.close()
             if loop_redis is not None:
@@ -260,6 +267,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *end_session_routes(),
         *signin_routes(),
         *two_factor_routes(),
+        *two_factor_setup_routes(),
+        *federation_link_routes(),  # before federation_routes: "link" is no provider
         *federation_routes(),
         *passkey_routes(),
         *passkey_page_routes(),
