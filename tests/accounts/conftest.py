@@ -12,12 +12,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from identity import repositories
 from identity.accounts import operators
 from identity.accounts.service import Accounts
 from identity.audit import RequestContext
 from identity.config import Settings
 from identity.db import Database
-from identity.models import AuditEvent, OutboxMessage, User
+from identity.models import AuditEvent, OutboxMessage, User, utcnow
+from identity.protocol.tokens import Authentication
 from identity.services import Services, build_services
 from tests.conftest import ISSUER, remember_secret
 
@@ -131,3 +133,24 @@ def audit_types(database: Database, subject: User) -> list[str]:
     query = select(AuditEvent.type).where(AuditEvent.subject == str(subject.id))
     with database.transaction() as session:
         return list(session.scalars(query.order_by(AuditEvent.id)).all())
+
+
+def refresh_family(services: Services, database: Database, client_id: str, user: User) -> str:
+    """A refresh family of ``client_id`` for ``user``; returns its access token's jti."""
+    oauth = services.oauth
+    with database.transaction() as session:
+        client = repositories.get_client(session, client_id)
+        assert client is not None
+        access = oauth.issuer.issue(
+            client_id=client_id, subject=str(user.id), audience=[client_id], scope="offline_access"
+        )
+        oauth.refresh_tokens.issue(
+            session,
+            client=client,
+            user_id=user.id,
+            scope="offline_access",
+            audience=[client_id],
+            authentication=Authentication(utcnow(), ("pwd",), None),
+            access=access,
+        )
+        return access.jti

@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from identity import repositories
 from identity.accounts import operators, profile, recovery, sessions
 from identity.accounts.credential_events import CredentialEvent, Current
 from identity.accounts.emailed_secrets import EMAIL_CHANGE, PASSWORD_RESET
@@ -20,7 +19,6 @@ from identity.accounts.service import Accounts
 from identity.accounts.sessions import SessionPolicy
 from identity.db import Database
 from identity.models import BrowserSession, RefreshToken, User, VerificationChallenge, utcnow
-from identity.protocol.tokens import Authentication
 from identity.services import Services
 from tests.accounts.conftest import (
     CONTEXT,
@@ -28,6 +26,7 @@ from tests.accounts.conftest import (
     PASSWORD,
     create_user,
     mails,
+    refresh_family,
     reload,
     token_in,
 )
@@ -79,27 +78,6 @@ def _session(database: Database, user: User) -> str:
         return row.id
 
 
-def _family(services: Services, database: Database, client_id: str, user: User) -> str:
-    """A refresh family of ``client_id`` for ``user``; returns its access token's jti."""
-    oauth = services.oauth
-    with database.transaction() as session:
-        client = repositories.get_client(session, client_id)
-        assert client is not None
-        access = oauth.issuer.issue(
-            client_id=client_id, subject=str(user.id), audience=[client_id], scope="offline_access"
-        )
-        oauth.refresh_tokens.issue(
-            session,
-            client=client,
-            user_id=user.id,
-            scope="offline_access",
-            audience=[client_id],
-            authentication=Authentication(utcnow(), ("pwd",), None),
-            access=access,
-        )
-        return access.jti
-
-
 @pytest.fixture
 def world(services: Services, database: Database, make_client: MakeClient) -> World:
     accounts = services.accounts
@@ -133,7 +111,7 @@ def world(services: Services, database: Database, make_client: MakeClient) -> Wo
         other_session=_session(database, user),
         app=apps[0],
         other_app=apps[1],
-        access={client: _family(services, database, client, user) for client in apps},
+        access={client: refresh_family(services, database, client, user) for client in apps},
     )
 
 

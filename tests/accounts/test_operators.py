@@ -27,7 +27,6 @@ from identity.models import (
     User,
     utcnow,
 )
-from identity.protocol.tokens import Authentication
 from identity.services import Services
 from tests.accounts.conftest import (
     CONTEXT,
@@ -35,6 +34,7 @@ from tests.accounts.conftest import (
     PASSWORD,
     create_user,
     mails,
+    refresh_family,
     reload,
     token_in,
 )
@@ -248,27 +248,6 @@ def test_send_reset_refuses_a_disabled_account(accounts: Accounts, database: Dat
     assert mails(database, "ada@example.com", "password_reset") == []
 
 
-def _family(services: Services, database: Database, client_id: str, user: User) -> str:
-    """A refresh family of ``client_id`` for ``user``; the jti of its access token."""
-    oauth = services.oauth
-    with database.transaction() as session:
-        client = repositories.get_client(session, client_id)
-        assert client is not None
-        access = oauth.issuer.issue(
-            client_id=client_id, subject=str(user.id), audience=[client_id], scope="offline_access"
-        )
-        oauth.refresh_tokens.issue(
-            session,
-            client=client,
-            user_id=user.id,
-            scope="offline_access",
-            audience=[client_id],
-            authentication=Authentication(utcnow(), ("pwd",), None),
-            access=access,
-        )
-        return access.jti
-
-
 @pytest.fixture
 def app_id(make_client: MakeClient) -> str:
     return make_client(
@@ -286,7 +265,7 @@ def test_ending_sessions_and_disabling_end_everything_the_owner_signed_in(
     accounts = services.accounts
     user = create_user(accounts, database, "ada@example.com")
     _browser(database, user, ["pwd"])
-    jti = _family(services, database, app_id, user)
+    jti = refresh_family(services, database, app_id, user)
     if action == "disable":
         _act(database, user, lambda s, u: operators.set_active(accounts, s, u, False, actor=ACTOR))
     else:
@@ -333,7 +312,7 @@ def test_user_detail_shows_factors_links_sessions_apps_and_roles_but_no_secret(
     accounts = services.accounts
     user = create_user(accounts, database, "ada@example.com")
     browser = _browser(database, user, ["pwd"])
-    _family(services, database, app_id, user)
+    refresh_family(services, database, app_id, user)
     with database.transaction() as session:
         session.add(
             UpstreamProvider(
