@@ -94,17 +94,17 @@ class Client(Base, ClientMixin):  # type: ignore[misc]
 
     def check_client_secret(self, client_secret: str) -> bool:
         """The current secret, or the previous one within its grace period after a rotation.
-        Both digests are always compared, so the timing tells nothing about which matched."""
+        During a rotation both digests are compared: the timing does not tell which matched."""
         if self.secret_digest is None:
             return False
         given = secret_digest(client_secret)
         current = hmac.compare_digest(given, self.secret_digest)
-        previous = hmac.compare_digest(given, self.previous_secret_digest or "")
-        within_grace = (
-            self.previous_secret_expires_at is not None
-            and utcnow() < self.previous_secret_expires_at
-        )
-        return current or (previous and within_grace)
+        if self.previous_secret_digest is None or self.previous_secret_expires_at is None:
+            # Whether a rotation is under way is no secret; the token endpoint's usual case
+            # skips the clock and the second comparison.
+            return current
+        previous = hmac.compare_digest(given, self.previous_secret_digest)
+        return current or (previous and utcnow() < self.previous_secret_expires_at)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if self.is_public:
