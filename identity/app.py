@@ -27,6 +27,7 @@ from identity.api.problems import Problem
 from identity.api.routes import OPERATIONS, api_routes
 from identity.config import Settings
 from identity.db import Database
+from identity.http_protocol import STATE_KEY, ReadyAnswers
 from identity.logs import RequestLogMiddleware
 from identity.mail import OutboxSender
 from identity.metrics import RequestMetricsMiddleware, metrics_endpoint
@@ -34,7 +35,7 @@ from identity.openapi.document import openapi_routes
 from identity.protocol.endpoints import metadata
 from identity.protocol.fast_lane import FastLane
 from identity.protocol.parameters import is_forbidden_description
-from identity.protocol.routes import hot_routes, protocol_routes
+from identity.protocol.routes import hot_routes, protocol_routes, ready_documents
 from identity.security import (
     BodySizeLimitMiddleware,
     ControlCharacterMiddleware,
@@ -228,7 +229,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     webhook_sender = WebhookSender(background, settings, accounts.secret_box)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, ReadyAnswers]]:
         oauth.lanes.configure()
         keys.ensure()  # safe when several workers start at once (file lock)
         keys.ring()
@@ -239,7 +240,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         hooks = asyncio.create_task(webhook_sender.run(stop_sending))
         _freeze_startup_objects()
         try:
-            yield
+            yield {STATE_KEY: ready_answers}
         finally:
             stop_sending.set()  # the sender finishes the message at hand, then stops
             await mail
@@ -311,6 +312,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.lanes = oauth.lanes
     app.state.discovery = metadata(settings.issuer, protocol.grant_types(settings))
     app.state.discovery_body = json.dumps(app.state.discovery, separators=(",", ":")).encode()
+    # JWKS and discovery, answered by identity serve's HTTP protocol itself (http_protocol).
+    ready_answers = ReadyAnswers(
+        ready_documents(oauth, app.state.discovery_body),
+        https=settings.is_https,
+        cors=bool(settings.cors_origins),
+        trusted_proxies=settings.trusted_proxies,
+    )
     app.state.accounts = accounts
     app.state.providers = services.providers
     app.state.limiter = accounts.limiter

@@ -112,7 +112,7 @@ def begin_request(
 ) -> tuple[_Request, Token[_Request | None]]:
     """Give the request its id (a trusted proxy's ``X-Request-ID``, else a new one) and make
     it the current one; reset the token when the request is done."""
-    current = _Request(_request_id(scope, trusted_proxies))
+    current = _Request(request_id_for(scope, trusted_proxies))
     return current, _current.set(current)
 
 
@@ -120,7 +120,13 @@ def end_request(token: Token[_Request | None]) -> None:
     _current.reset(token)
 
 
-def _request_id(scope: Scope, trusted_proxies: Sequence[Network]) -> str:
+def served(request_id: str) -> _Request:
+    """The access line's record of a request answered without the app (no client or user)."""
+    return _Request(request_id)
+
+
+def request_id_for(scope: Scope, trusted_proxies: Sequence[Network]) -> str:
+    """A trusted proxy's ``X-Request-ID``, else a new id."""
     client = scope.get("client")
     if client and trusted_proxies and _is_in(client[0], trusted_proxies):
         offered = Headers(scope=scope).get("x-request-id", "")

@@ -118,7 +118,9 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
             # "Event loop"), uvloop served some connections late, a p99 of 630 ms against 41 ms
             # for asyncio at about the same throughput. httptools still parses HTTP.
             loop="asyncio",
-            http="httptools",
+            # httptools' protocol, which also answers JWKS and discovery itself
+            # (identity.http_protocol: no ASGI task for the documents resource servers poll).
+            http="identity.http_protocol:IdentityHttpProtocol",
         )
     finally:
         if created is not None:

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from identity.config import Settings
+from identity.http_protocol import Document
 from identity.protocol.device import device_authorization
 from identity.protocol.fast_lane import HotRoute
 from identity.protocol.introspection import introspect_in_loop
@@ -76,21 +77,38 @@ def _endpoint(name: str | None) -> Endpoint:
     return endpoint
 
 
-async def jwks(request: Request) -> Response:
-    ring = _server(request).issuer.keys.ring()
+def _jwks_response(body: bytes) -> Response:
     return Response(
-        ring.jwks_body,
-        media_type="application/json",
-        headers={"Cache-Control": "public, max-age=300"},
+        body, media_type="application/json", headers={"Cache-Control": "public, max-age=300"}
     )
+
+
+def _discovery_response(body: bytes) -> Response:
+    return Response(
+        body, media_type="application/json", headers={"Cache-Control": "public, max-age=3600"}
+    )
+
+
+async def jwks(request: Request) -> Response:
+    return _jwks_response(_server(request).issuer.keys.ring().jwks_body)
 
 
 async def discovery(request: Request) -> Response:
     # Rendered once at start-up: the document never changes while the process runs.
     body: bytes = request.app.state.discovery_body
-    return Response(
-        body, media_type="application/json", headers={"Cache-Control": "public, max-age=3600"}
-    )
+    return _discovery_response(body)
+
+
+def ready_documents(server: IdentityServer, discovery_body: bytes) -> dict[str, Document]:
+    """The documents ``identity serve``'s HTTP protocol answers itself (``http_protocol``):
+    the same bytes and headers as ``jwks`` and ``discovery`` above."""
+    jwks_document = Document(lambda: server.issuer.keys.ring().jwks_body, _jwks_response)
+    discovery_document = Document(lambda: discovery_body, _discovery_response)
+    return {
+        "/.well-known/jwks.json": jwks_document,
+        "/.well-known/openid-configuration": discovery_document,
+        "/.well-known/oauth-authorization-server": discovery_document,
+    }
 
 
 def _route(path: str, endpoint: Endpoint, methods: list[str], cors: Sequence[str]) -> Route:

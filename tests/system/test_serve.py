@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import socket
 import time
 
 import httpx
@@ -74,3 +77,38 @@ def test_rotation_through_the_cli_reaches_every_worker_and_old_tokens_still_vali
         audience=client["client_id"],
     )
     assert claims["client_id"] == client["client_id"]
+
+
+def test_pipelined_requests_to_a_served_instance_are_answered_in_order(
+    served: tuple[str, dict[str, str]],
+) -> None:
+    """JWKS and discovery are written by the HTTP protocol itself (identity.http_protocol);
+    pipelined around a token request served by the app, all three come back in order."""
+    url, env = served
+    client = run_cli(env, "clients", "create", "--name", "svc", "--scope", "read")
+    basic = base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode())
+    form = b"grant_type=client_credentials"
+    host = url.removeprefix("http://").encode()
+    requests = [
+        b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: " + host + b"\r\n\r\n",
+        b"POST /oauth2/token HTTP/1.1\r\nHost: " + host + b"\r\nAuthorization: Basic " + basic
+        + b"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: "
+        + str(len(form)).encode() + b"\r\n\r\n" + form,
+        b"GET /.well-known/openid-configuration HTTP/1.1\r\nHost: " + host + b"\r\n\r\n",
+    ]  # fmt: skip
+    with socket.create_connection(("127.0.0.1", int(host.split(b":")[1])), timeout=10) as sock:
+        sock.sendall(b"".join(requests))
+        reader = sock.makefile("rb")
+        bodies = []
+        for _ in requests:
+            status = reader.readline()
+            length = 0
+            while (line := reader.readline()) != b"\r\n":
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            assert status.startswith(b"HTTP/1.1 200 "), status
+            bodies.append(json.loads(reader.read(length)))
+    jwks, token, discovery = bodies
+    assert jwks["keys"] and token["token_type"] == "Bearer"
+    assert discovery["jwks_uri"] == f"{url}/.well-known/jwks.json"

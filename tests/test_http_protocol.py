@@ -1,0 +1,262 @@
+"""identity serve's HTTP protocol: JWKS and discovery answered from the parser's callback,
+byte for byte the app's answer, and everything else through ASGI as before.
+
+The protocol is driven the way uvicorn drives it (``connection_made``, ``data_received``)
+over a transport that records what is written, so a test sees whether the answer was
+written at once, with no ASGI task, or by a task that had to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+from collections.abc import Callable, Iterator
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from prometheus_client import REGISTRY
+from starlette.testclient import TestClient
+from uvicorn.server import ServerState
+
+from identity.config import Settings
+from identity.http_protocol import IdentityHttpProtocol
+from identity.services import key_store
+
+JWKS = "/.well-known/jwks.json"
+DISCOVERY = "/.well-known/openid-configuration"
+VOLATILE = {b"date", b"x-request-id", b"connection"}
+
+
+class RecordingTransport(asyncio.Transport):
+    """A socket's transport that keeps what is written (the client's end of the test)."""
+
+    def __init__(self, peer: tuple[str, int] = ("192.0.2.10", 50000)) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+        self._peer = peer
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": self._peer, "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class Connection:
+    """One connection to the protocol, on an event loop of its own that runs only when asked."""
+
+    def __init__(self, client: TestClient, peer: tuple[str, int] = ("192.0.2.10", 50000)) -> None:
+        self.loop = asyncio.new_event_loop()
+        config = uvicorn.Config(client.app, http=IdentityHttpProtocol, log_config=None)
+        config.load()
+        self.state = ServerState()
+        # What uvicorn's server sets every second (config's headers and the date).
+        self.state.default_headers = [(b"date", formatdate(usegmt=True).encode())]
+        self.protocol = IdentityHttpProtocol(config, self.state, client.app_state, _loop=self.loop)
+        self.transport = RecordingTransport(peer)
+        self.protocol.connection_made(self.transport)
+
+    def send(self, data: bytes) -> bytes:
+        """Feed ``data``; what was written before any task ran."""
+        self.transport.written.clear()
+        self.protocol.data_received(data)
+        return bytes(self.transport.written)
+
+    def run_tasks(self) -> bytes:
+        """Run the ASGI tasks started so far to their end; everything written since ``send``."""
+        while self.state.tasks:
+            self.loop.run_until_complete(asyncio.wait(set(self.state.tasks), timeout=30))
+        return bytes(self.transport.written)
+
+    def close(self) -> None:
+        self.protocol.connection_lost(None)
+        self.loop.close()
+
+
+@pytest.fixture
+def connect(http: TestClient) -> Iterator[Callable[..., Connection]]:
+    opened: list[Connection] = []
+
+    def open_connection(client: TestClient = http, **options: Any) -> Connection:
+        connection = Connection(client, **options)
+        opened.append(connection)
+        return connection
+
+    yield open_connection
+    for connection in opened:
+        connection.close()
+
+
+def _get(path: str, *headers: str) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1:8000", *headers, "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def _responses(raw: bytes) -> list[tuple[int, list[tuple[bytes, bytes]], bytes]]:
+    """The HTTP/1.1 responses in ``raw``, each (status, headers, body by Content-Length)."""
+    found = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        status_line, *lines = head.split(b"\r\n")
+        headers = [tuple(line.split(b": ", 1)) for line in lines]
+        length = int(dict(headers).get(b"content-length", b"0"))  # type: ignore[arg-type]
+        found.append((int(status_line.split()[1]), headers, rest[:length]))
+        raw = rest[length:]
+    return found  # type: ignore[return-value]
+
+
+def _stable(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(name, value) for name, value in headers if name not in VOLATILE]
+
+
+@pytest.mark.parametrize("path", [JWKS, DISCOVERY, "/.well-known/oauth-authorization-server"])
+def test_a_ready_document_is_written_at_once_and_is_the_apps_answer(
+    http: TestClient, connect: Callable[..., Connection], path: str
+) -> None:
+    connection = connect()
+    written = connection.send(_get(path))
+    assert not connection.state.tasks  # no ASGI task: the protocol answered itself
+    ((status, headers, body),) = _responses(written)
+    names = [name for name, _ in headers]
+    assert status == 200 and b"date" in names and b"connection" not in names
+    assert len(dict(headers)[b"x-request-id"]) == 32
+
+    # The same request through the app's own stack (ASGI, every middleware): same bytes.
+    through_app = http.get(path)
+    assert body == through_app.content
+    assert _stable(headers) == _stable(through_app.headers.raw)
+    assert dict(headers)[b"x-content-type-options"] == b"nosniff"
+
+
+def test_what_is_not_a_plain_get_goes_through_the_app_with_the_same_answer(
+    connect: Callable[..., Connection],
+) -> None:
+    ready = _responses(connect().send(_get(JWKS)))[0]
+    requests = {
+        "query string": _get(JWKS + "?x=1"),
+        "percent-escape": _get("/.well-known/jwks%2Ejson"),
+        "connection close": _get(JWKS, "Connection: close"),
+        "HTTP/1.0": b"GET " + JWKS.encode() + b" HTTP/1.0\r\nHost: x\r\n\r\n",
+        "a body": _get(JWKS, "Content-Length: 2")[:-2] + b"\r\n{}",
+    }
+    for name, request in requests.items():
+        connection = connect()
+        assert connection.send(request) == b"", name  # not answered from the callback
+        assert connection.state.tasks, name
+        ((status, headers, body),) = _responses(connection.run_tasks())
+        assert (status, body) == (200, ready[2]), name
+        assert _stable(headers) == _stable(ready[1]), name
+
+
+def test_head_goes_through_the_app(connect: Callable[..., Connection]) -> None:
+    connection = connect()
+    assert connection.send(_get(JWKS).replace(b"GET", b"HEAD", 1)) == b""
+    head, _, body = connection.run_tasks().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and body == b""  # a head, never the document
+
+
+def test_a_ready_request_behind_one_in_progress_waits_its_turn(
+    connect: Callable[..., Connection],
+) -> None:
+    connection = connect()
+    # Pipelined: a request the app must serve, then JWKS, in one read.
+    written = connection.send(_get("/healthz") + _get(JWKS))
+    assert written == b""  # JWKS must not overtake the health check
+    health, jwks = _responses(connection.run_tasks())
+    assert json.loads(health[2]) == {"status": "ok"}
+    assert b'"keys"' in jwks[2]
+    # Then the next one on the connection is answered at once again.
+    assert _responses(connection.send(_get(DISCOVERY)))[0][0] == 200
+
+
+def test_two_ready_requests_in_one_read_are_both_answered_in_order(
+    connect: Callable[..., Connection],
+) -> None:
+    connection = connect()
+    written = connection.send(_get(JWKS) + _get(DISCOVERY))
+    first, second = _responses(written)
+    assert b'"keys"' in first[2] and b'"issuer"' in second[2]
+    # The keep-alive timeout is armed once the last one is answered, not cancelled for good.
+    assert connection.protocol.timeout_keep_alive_task is not None
+
+
+def test_with_cors_a_request_with_an_origin_goes_through_the_app(
+    app_for: Callable[[Settings], TestClient],
+    settings_for: Callable[..., Settings],
+    connect: Callable[..., Connection],
+) -> None:
+    client = app_for(settings_for(cors_origins=("https://app.example.com",)))
+    connection = connect(client)
+    assert connection.send(_get(JWKS, "Origin: https://app.example.com")) == b""
+    ((_, headers, _),) = _responses(connection.run_tasks())
+    assert dict(headers)[b"access-control-allow-origin"] == b"https://app.example.com"
+    # Without an Origin it is a plain GET again.
+    assert _responses(connection.send(_get(JWKS)))[0][0] == 200
+
+
+def test_a_new_signing_key_is_in_the_next_ready_answer(
+    app_for: Callable[[Settings], TestClient],
+    settings_for: Callable[..., Settings],
+    connect: Callable[..., Connection],
+    tmp_path: Path,
+) -> None:
+    settings = settings_for(keys_dir=tmp_path / "keys")
+    connection = connect(app_for(settings))
+    before = json.loads(_responses(connection.send(_get(JWKS)))[0][2])
+    promoted = key_store(settings).rotate()
+    after = json.loads(_responses(connection.send(_get(JWKS)))[0][2])
+    # Rotation promotes the published next key and publishes a new next one.
+    kids_before = {key["kid"] for key in before["keys"]}
+    kids_after = {key["kid"] for key in after["keys"]}
+    assert promoted.kid in kids_after and kids_after - kids_before
+
+
+def test_a_ready_answer_is_counted_and_logged_with_its_request_id(
+    connect: Callable[..., Connection], caplog: pytest.LogCaptureFixture
+) -> None:
+    def served_jwks() -> float:
+        labels = {"route": JWKS, "method": "GET", "status": "200"}
+        return REGISTRY.get_sample_value("identity_http_requests_total", labels) or 0.0
+
+    caplog.set_level(logging.INFO, logger="identity.access")
+    before = served_jwks()
+    caplog.clear()
+    ((_, headers, _),) = _responses(connect().send(_get(JWKS, "User-Agent: probe/2.0")))
+    (record,) = [r for r in caplog.records if r.name == "identity.access"]
+    fields = record.fields  # type: ignore[attr-defined]
+    assert fields["request_id"] == dict(headers)[b"x-request-id"].decode()
+    assert fields["route"] == JWKS and fields["status"] == 200
+    assert fields["client_ip"] == "192.0.2.10" and fields["user_agent"] == "probe/2.0"
+    assert served_jwks() == before + 1
+
+
+def test_a_trusted_proxys_request_id_is_kept(
+    app_for: Callable[[Settings], TestClient],
+    settings_for: Callable[..., Settings],
+    connect: Callable[..., Connection],
+) -> None:
+    settings = settings_for(trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    client = app_for(settings)
+    behind_proxy = connect(client, peer=("127.0.0.1", 40000))
+    ((_, headers, _),) = _responses(behind_proxy.send(_get(JWKS, "X-Request-ID: edge-7")))
+    assert dict(headers)[b"x-request-id"] == b"edge-7"
+    ((_, headers, _),) = _responses(connect(client).send(_get(JWKS, "X-Request-ID: edge-7")))
+    assert dict(headers)[b"x-request-id"] != b"edge-7"  # not from an untrusted peer
