@@ -203,40 +203,17 @@ class RateLimiter:
         not answer (the hit was then counted in this process)."""
         limit, base = self._limits[name], self._key(name, key)
         if self._loop_redis is not None and self._script is not None:
-            client = self._loop_redis.client()
             keys, args = _script_input(limit, base)
+            sha = self._script.sha
             try:
-                answers = await self._pipeline(client, keys, args, reads)
+                # In the round trip of every request of this turn of the loop (loop_redis).
+                answers = await self._loop_redis.send(
+                    [("EVALSHA", sha, 3, *keys, *args), *reads], {sha: _HIT_SCRIPT}
+                )
                 return _counted(name, *answers[0]), answers[1:]
             except redis.RedisError as error:
                 self._warn(error)
         return _counted_decision(name, self._local_hit(limit, base)), None
-
-    async def _pipeline(
-        self,
-        client: redis.asyncio.Redis,
-        keys: list[str],
-        args: list[int],
-        reads: Sequence[tuple[str, ...]],
-    ) -> list[Any]:
-        assert self._script is not None
-        for attempt in (1, 2):
-            try:
-                if not reads:
-                    # One command goes without a pipeline object: building it cost about a
-                    # sixth of the round trip's CPU (the token endpoint counts every request).
-                    return [await client.evalsha(self._script.sha, 3, *keys, *args)]
-                pipeline = client.pipeline(transaction=False)
-                pipeline.evalsha(self._script.sha, 3, *keys, *args)
-                for command in reads:
-                    pipeline.execute_command(*command)
-                answers: list[Any] = await pipeline.execute()
-                return answers
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                await client.script_load(_HIT_SCRIPT)  # a restarted or flushed Redis
-        raise AssertionError("unreachable")
 
     def peek(self, name: str, key: str) -> Decision:
         """Is (name, key) blocked, or would its next hit be denied? Counts nothing."""

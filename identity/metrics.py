@@ -71,6 +71,14 @@ class _Metrics:
         self.mail_failures: Counter = Counter(
             "identity_mail_delivery_failures", "Mail delivery attempts that failed"
         )
+        self.redis_round_trips: Counter = Counter(
+            "identity_redis_round_trips",
+            "Round trips to Redis from the event loop (each carries the commands of every "
+            "request in that turn of the loop)",
+        )
+        self.redis_commands: Counter = Counter(
+            "identity_redis_commands", "Commands sent to Redis in those round trips"
+        )
 
 
 _lock = threading.Lock()
@@ -102,6 +110,13 @@ def count_login(outcome: str) -> None:
 def count_rate_limited(limiter: str) -> None:
     """One hit the named limiter refused."""
     _metrics().rate_limited.labels(limiter=limiter).inc()
+
+
+def count_redis_round_trip(commands: int) -> None:
+    """One round trip to Redis from the event loop, carrying ``commands`` commands."""
+    built = _metrics()
+    built.redis_round_trips.inc()
+    built.redis_commands.inc(commands)
 
 
 def count_mail_failure() -> None:

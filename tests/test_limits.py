@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import anyio
 import anyio.from_thread
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from identity import limits
 from identity.limits import DEFAULT_LIMITS, Decision, Limit, RateLimiter, parse_overrides
@@ -22,6 +24,7 @@ from identity.loop_redis import LoopRedis
 from .conftest import free_port
 
 DAY = 86400
+T = TypeVar("T")
 
 
 class FakeClock:
@@ -426,3 +429,115 @@ def test_hits_from_the_event_loop_and_from_threads_count_together(
     with anyio.from_thread.start_blocking_portal() as portal:
         assert all(d.allowed for d in portal.call(three_hits_in_the_loop))
     assert not limiter.hit("login", "k").allowed  # the fourth, from a thread
+
+
+def _redis_sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def _in_a_loop_of_its_own(scenario: Callable[[], Awaitable[T]]) -> T:
+    # A loop in a portal thread: the browser tests' Playwright keeps one in this thread.
+    with anyio.from_thread.start_blocking_portal() as portal:
+        return portal.call(scenario)
+
+
+def test_hits_of_one_loop_turn_share_one_round_trip_and_count_exactly(
+    limiter_client: redis.Redis | None, redis_prefix: str, redis_url: str | None
+) -> None:
+    loop_redis = LoopRedis(redis_url) if redis_url else None
+    limiter = RateLimiter(
+        {"login": Limit(10, 60)}, limiter_client, redis_prefix, loop_redis=loop_redis
+    )
+    key = unique("turn")
+
+    async def thirty_at_once() -> list[Decision]:
+        try:
+            return list(
+                await asyncio.gather(*(limiter.hit_in_loop("login", key) for _ in range(30)))
+            )
+        finally:
+            if loop_redis is not None:
+                await loop_redis.close()
+
+    trips = _redis_sample("identity_redis_round_trips_total")
+    commands = _redis_sample("identity_redis_commands_total")
+    decisions = _in_a_loop_of_its_own(thirty_at_once)
+    assert [d.allowed for d in decisions] == [True] * 10 + [False] * 20
+    if redis_url:  # all thirty in one pipeline, each counted in Redis
+        assert _redis_sample("identity_redis_round_trips_total") == trips + 1
+        assert _redis_sample("identity_redis_commands_total") == commands + 30
+        assert not limiter.peek("login", key).allowed
+
+
+def test_a_forgotten_script_is_loaded_once_for_the_whole_turn_and_nothing_counts_twice(
+    limiter_client: redis.Redis | None, redis_prefix: str, redis_url: str | None
+) -> None:
+    loop_redis = LoopRedis(redis_url) if redis_url else None
+    limiter = RateLimiter(
+        {"login": Limit(5, 60)}, limiter_client, redis_prefix, loop_redis=loop_redis
+    )
+    key = unique("flushed")
+
+    async def five_then_one() -> tuple[list[Any], Decision]:
+        try:
+            if limiter_client is not None:
+                limiter_client.script_flush()  # a restarted Redis has forgotten the script
+            answered = await asyncio.gather(
+                *(limiter.hit_with_reads("login", key, [("PING",)]) for _ in range(5))
+            )
+            return list(answered), await limiter.hit_in_loop("login", key)
+        finally:
+            if loop_redis is not None:
+                await loop_redis.close()
+
+    answered, sixth = _in_a_loop_of_its_own(five_then_one)
+    assert all(decision.allowed for decision, _ in answered) and not sixth.allowed
+    assert [reads for _, reads in answered] == [[True] if redis_url else None] * 5
+
+
+def test_a_failing_command_fails_only_its_own_request(
+    limiter_client: redis.Redis | None, redis_prefix: str, redis_url: str | None
+) -> None:
+    loop_redis = LoopRedis(redis_url) if redis_url else None
+    limiter = RateLimiter(
+        {"login": Limit(5, 60)}, limiter_client, redis_prefix, loop_redis=loop_redis
+    )
+
+    async def good_and_bad() -> list[tuple[Decision, list[Any] | None]]:
+        try:
+            return list(
+                await asyncio.gather(
+                    limiter.hit_with_reads("login", unique("good"), [("PING",)]),
+                    limiter.hit_with_reads("login", unique("bad"), [("NO-SUCH-COMMAND",)]),
+                    limiter.hit_with_reads("login", unique("good"), [("ECHO", "x")]),
+                )
+            )
+        finally:
+            if loop_redis is not None:
+                await loop_redis.close()
+
+    (first, first_reads), (second, second_reads), (third, third_reads) = _in_a_loop_of_its_own(
+        good_and_bad
+    )
+    assert first.allowed and second.allowed and third.allowed  # the bad one counts in-process
+    if redis_url:
+        assert (first_reads, second_reads, third_reads) == ([True], None, [b"x"])
+    else:
+        assert (first_reads, second_reads, third_reads) == (None, None, None)
+
+
+def test_redis_down_every_request_of_the_turn_falls_back(redis_prefix: str) -> None:
+    loop_redis = LoopRedis(f"redis://127.0.0.1:{free_port()}/0")
+    limiter = RateLimiter(
+        {"login": Limit(2, 60)}, dead_redis(), redis_prefix, loop_redis=loop_redis
+    )
+
+    async def three_at_once() -> list[Decision]:
+        try:
+            return list(
+                await asyncio.gather(*(limiter.hit_in_loop("login", "k") for _ in range(3)))
+            )
+        finally:
+            await loop_redis.close()
+
+    assert [d.allowed for d in _in_a_loop_of_its_own(three_at_once)] == [True, True, False]
