@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 from authlib.oauth2 import OAuth2Request
-from authlib.oauth2.rfc6749 import InvalidRequestError
+from authlib.oauth2.rfc6749 import InsecureTransportError, InvalidRequestError
 from authlib.oauth2.rfc6749.requests import OAuth2Payload
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -21,6 +21,8 @@ from identity.protocol.parameters import (
 from identity.protocol.tokens import IssuedToken
 
 _FORM_TYPE = "application/x-www-form-urlencoded"
+# Issuers whose URIs passed Authlib's transport check (https, or plain http allowed).
+_SECURE_ISSUERS: set[str] = set()
 
 
 class _Payload(OAuth2Payload):  # type: ignore[misc]
@@ -53,7 +55,17 @@ class StarletteOAuth2Request(OAuth2Request):  # type: ignore[misc]
         form: list[tuple[str, str]],
         context: RequestContext,
     ) -> None:
-        super().__init__(method=method, uri=uri, headers=headers)
+        # OAuth2Request.__init__'s attributes, without its check of the URI's transport: the
+        # URI is always the issuer's plus a path (``issuer_uri``), checked once per issuer
+        # there (a urlsplit and an environment read per request saved).
+        self.method, self.uri, self.headers, self._body = method, uri, headers, None
+        self.client: Any = None
+        self.auth_method: Any = None
+        self.user: Any = None
+        self.authorization_code: Any = None
+        self.refresh_token: Any = None
+        self.credential: Any = None
+        self._scope: Any = None
         self._args = dict(query)
         self._form = dict(form)
         self.payload = _Payload([*query, *form])
@@ -76,6 +88,16 @@ class StarletteOAuth2Request(OAuth2Request):  # type: ignore[misc]
         return list(self.payload.datalist.get("resource", []))
 
 
+def issuer_uri(issuer: str, rest: str) -> str:
+    """``issuer`` + ``rest`` (a path and query), the URI an OAuth2Request is given, after
+    Authlib's transport check (InsecureTransportError), which depends on the issuer only."""
+    uri = issuer + rest
+    if issuer not in _SECURE_ISSUERS:
+        InsecureTransportError.check(uri)
+        _SECURE_ISSUERS.add(issuer)  # only a pass is remembered
+    return uri
+
+
 async def read_oauth2_request(
     request: Request, issuer: str, context: RequestContext
 ) -> StarletteOAuth2Request:
@@ -95,5 +117,5 @@ async def read_oauth2_request(
     # URL (parsing the Host header, urlsplit): it was a tenth of an introspection's CPU.
     path = request.scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
     query_string = request.scope["query_string"].decode()
-    uri = issuer + path + (f"?{query_string}" if query_string else "")
+    uri = issuer_uri(issuer, path + (f"?{query_string}" if query_string else ""))
     return StarletteOAuth2Request(request.method, uri, request.headers, query, form, context)

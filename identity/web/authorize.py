@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 from identity import audit, repositories
 from identity.accounts import factors
 from identity.models import Client, utcnow
-from identity.protocol.requests import StarletteOAuth2Request, read_oauth2_request
+from identity.protocol.requests import StarletteOAuth2Request, issuer_uri, read_oauth2_request
 from identity.protocol.scopes import describe_scopes
 from identity.protocol.server import IdentityServer
 from identity.protocol.tokens import Authentication
@@ -133,7 +133,7 @@ def _rebuild(request: Request, visit: Visit, params: dict[str, str]) -> Starlett
     query = list(params.items())
     return StarletteOAuth2Request(
         "GET",
-        f"{issuer}/oauth2/authorize?{urlencode(query)}",
+        issuer_uri(issuer, f"/oauth2/authorize?{urlencode(query)}"),
         request.headers,
         query,
         [],
