@@ -118,11 +118,9 @@ class Denylist:
         reads = self.reads_for(jti)
         if reads is None or self._loop_redis is None:
             return self.is_revoked_locally(jti)
-        pipeline = self._loop_redis.client().pipeline(transaction=False)
-        for command in reads:
-            pipeline.execute_command(*command)
         try:
-            answers: list[Any] | None = await pipeline.execute()
+            # In the round trip of every request of this turn of the loop (loop_redis).
+            answers: list[Any] | None = await self._loop_redis.send(reads)
         except redis.RedisError as error:
             log.warning("denylist check in Redis failed, checking the database: %s", error)
             answers = None
