@@ -15,6 +15,12 @@ Only what it can answer exactly so is taken: GET of a listed path with no query 
 keep-alive HTTP/1.1, with no body, no ``Expect`` or upgrade, no ``Origin`` when CORS is
 configured, nothing ahead of it in the connection's pipeline and the socket not pushing back.
 Everything else, HEAD included, goes the ASGI way untouched.
+
+Every response also leaves in one write where uvicorn makes two: it writes the head when the
+app starts the response and the body when it sends it, and on an idle socket each write is
+a send() system call of its own (and a TCP segment the client reads on its own). The
+connection's transport (``_OneWriteTransport``) holds a response head back until the body's
+first write, the end of the response or the connection's close, whichever comes first.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from starlette.responses import Response
 from uvicorn.config import Config
@@ -122,6 +128,18 @@ class IdentityHttpProtocol(HttpToolsProtocol):
         self._ready: ReadyAnswers | None = ready if usable else None
         self._route: str | None = None  # the ready document the parsed request asks for
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._one_write = _OneWriteTransport(cast(asyncio.Transport, transport))
+        super().connection_made(cast(asyncio.Transport, self._one_write))
+
+    def on_response_complete(self) -> None:
+        self._one_write.flush()  # a head with no body after it (HEAD, 304) leaves now
+        super().on_response_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        self._one_write.flush()
+        super().handle_websocket_upgrade()
+
     def on_message_begin(self) -> None:
         # A request after a ready answer, in the same read: that answer armed the
         # keep-alive timeout, which must not run while this request is served.
@@ -188,6 +206,47 @@ class IdentityHttpProtocol(HttpToolsProtocol):
             "scheme": self.scheme,
             "route": _RouteName(route),
         }
+
+
+class _OneWriteTransport:
+    """A connection's transport that writes a response's head together with what follows
+    it (module docstring). Only a final response head is held: never a 100 Continue or a
+    101 Switching Protocols, which the client waits for before it goes on."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._head: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        elif _is_final_head(data):
+            self._head = bytes(data)
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)  # reading, extra info, buffer limits...
+
+
+def _is_final_head(data: bytes | bytearray | memoryview) -> bool:
+    return (
+        data[:9] == b"HTTP/1.1 "
+        and data[9:10] in (b"2", b"3", b"4", b"5")
+        and data[-4:] == b"\r\n\r\n"
+    )
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class RecordingTransport(asyncio.Transport):
     def __init__(self, peer: tuple[str, int] = ("192.0.2.10", 50000)) -> None:
         super().__init__()
         self.written = bytearray()
+        self.writes = 0  # write calls: each a send() system call on a real socket
         self.closed = False
         self._peer = peer
 
@@ -46,6 +47,7 @@ class RecordingTransport(asyncio.Transport):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += data
+        self.writes += 1
 
     def is_closing(self) -> bool:
         return self.closed
@@ -77,6 +79,7 @@ class Connection:
     def send(self, data: bytes) -> bytes:
         """Feed ``data``; what was written before any task ran."""
         self.transport.written.clear()
+        self.transport.writes = 0
         self.protocol.data_received(data)
         return bytes(self.transport.written)
 
@@ -260,3 +263,38 @@ def test_a_trusted_proxys_request_id_is_kept(
     assert dict(headers)[b"x-request-id"] == b"edge-7"
     ((_, headers, _),) = _responses(connect(client).send(_get(JWKS, "X-Request-ID: edge-7")))
     assert dict(headers)[b"x-request-id"] != b"edge-7"  # not from an untrusted peer
+
+
+def test_a_response_through_the_app_leaves_in_one_write(
+    connect: Callable[..., Connection],
+) -> None:
+    connection = connect()
+    connection.send(_get("/healthz"))
+    ((status, _, body),) = _responses(connection.run_tasks())
+    assert status == 200 and json.loads(body) == {"status": "ok"}
+    assert connection.transport.writes == 1  # uvicorn alone writes the head, then the body
+
+
+def test_a_head_with_no_body_still_leaves_at_the_end_of_its_response(
+    connect: Callable[..., Connection],
+) -> None:
+    connection = connect()
+    connection.send(_get("/healthz").replace(b"GET", b"HEAD", 1))
+    written = connection.run_tasks()
+    assert written.startswith(b"HTTP/1.1 ") and written.endswith(b"\r\n\r\n")
+    assert connection.transport.writes == 1
+
+
+def test_a_100_continue_is_not_held_back(connect: Callable[..., Connection]) -> None:
+    connection = connect()
+    head = (
+        "POST /oauth2/revoke HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 7\r\n\r\n"
+    )
+    connection.send(head.encode())
+    # The app asks for the body: the client is told to send it, before it has.
+    connection.loop.run_until_complete(asyncio.sleep(0.05))
+    assert bytes(connection.transport.written) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    connection.protocol.data_received(b"token=x")
+    answer = _responses(connection.run_tasks().split(b"\r\n\r\n", 1)[1])
+    assert answer[0][0] == 401  # no client credentials: the revocation endpoint's own refusal
