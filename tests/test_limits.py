@@ -435,62 +435,62 @@ def _redis_sample(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
 
 
-def _in_a_loop_of_its_own(scenario: Callable[[], Awaitable[T]]) -> T:
-    # A loop in a portal thread: the browser tests' Playwright keeps one in this thread.
-    with anyio.from_thread.start_blocking_portal() as portal:
-        return portal.call(scenario)
+class InLoop:
+    """A limiter with the loop's Redis client when Redis is configured (else in-process),
+    and a way to run a scenario in a loop of its own, closing that client after it."""
+
+    def __init__(self, client: redis.Redis | None, prefix: str, url: str | None, limit: Limit):
+        self.loop_redis = LoopRedis(url) if url else None
+        self.limiter = RateLimiter({"login": limit}, client, prefix, loop_redis=self.loop_redis)
+
+    def run(self, scenario: Callable[[], Awaitable[T]]) -> T:
+        async def closing() -> T:
+            try:
+                return await scenario()
+            finally:
+                if self.loop_redis is not None:
+                    await self.loop_redis.close()
+
+        # A loop in a portal thread: the browser tests' Playwright keeps one in this thread.
+        with anyio.from_thread.start_blocking_portal() as portal:
+            return portal.call(closing)
 
 
 def test_hits_of_one_loop_turn_share_one_round_trip_and_count_exactly(
     limiter_client: redis.Redis | None, redis_prefix: str, redis_url: str | None
 ) -> None:
-    loop_redis = LoopRedis(redis_url) if redis_url else None
-    limiter = RateLimiter(
-        {"login": Limit(10, 60)}, limiter_client, redis_prefix, loop_redis=loop_redis
-    )
+    in_loop = InLoop(limiter_client, redis_prefix, redis_url, Limit(10, 60))
     key = unique("turn")
 
     async def thirty_at_once() -> list[Decision]:
-        try:
-            return list(
-                await asyncio.gather(*(limiter.hit_in_loop("login", key) for _ in range(30)))
-            )
-        finally:
-            if loop_redis is not None:
-                await loop_redis.close()
+        hits = (in_loop.limiter.hit_in_loop("login", key) for _ in range(30))
+        return list(await asyncio.gather(*hits))
 
     trips = _redis_sample("identity_redis_round_trips_total")
     commands = _redis_sample("identity_redis_commands_total")
-    decisions = _in_a_loop_of_its_own(thirty_at_once)
+    decisions = in_loop.run(thirty_at_once)
     assert [d.allowed for d in decisions] == [True] * 10 + [False] * 20
     if redis_url:  # all thirty in one pipeline, each counted in Redis
         assert _redis_sample("identity_redis_round_trips_total") == trips + 1
         assert _redis_sample("identity_redis_commands_total") == commands + 30
-        assert not limiter.peek("login", key).allowed
+        assert not in_loop.limiter.peek("login", key).allowed
 
 
 def test_a_forgotten_script_is_loaded_once_for_the_whole_turn_and_nothing_counts_twice(
     limiter_client: redis.Redis | None, redis_prefix: str, redis_url: str | None
 ) -> None:
-    loop_redis = LoopRedis(redis_url) if redis_url else None
-    limiter = RateLimiter(
-        {"login": Limit(5, 60)}, limiter_client, redis_prefix, loop_redis=loop_redis
-    )
-    key = unique("flushed")
+    in_loop = InLoop(limiter_client, redis_prefix, redis_url, Limit(5, 60))
+    limiter, key = in_loop.limiter, unique("flushed")
 
     async def five_then_one() -> tuple[list[Any], Decision]:
-        try:
-            if limiter_client is not None:
-                limiter_client.script_flush()  # a restarted Redis has forgotten the script
-            answered = await asyncio.gather(
-                *(limiter.hit_with_reads("login", key, [("PING",)]) for _ in range(5))
-            )
-            return list(answered), await limiter.hit_in_loop("login", key)
-        finally:
-            if loop_redis is not None:
-                await loop_redis.close()
+        if limiter_client is not None:
+            limiter_client.script_flush()  # a restarted Redis has forgotten the script
+        answered = await asyncio.gather(
+            *(limiter.hit_with_reads("login", key, [("PING",)]) for _ in range(5))
+        )
+        return list(answered), await limiter.hit_in_loop("login", key)
 
-    answered, sixth = _in_a_loop_of_its_own(five_then_one)
+    answered, sixth = in_loop.run(five_then_one)
     assert all(decision.allowed for decision, _ in answered) and not sixth.allowed
     assert [reads for _, reads in answered] == [[True] if redis_url else None] * 5
 
@@ -498,46 +498,31 @@ def test_a_forgotten_script_is_loaded_once_for_the_whole_turn_and_nothing_counts
 def test_a_failing_command_fails_only_its_own_request(
     limiter_client: redis.Redis | None, redis_prefix: str, redis_url: str | None
 ) -> None:
-    loop_redis = LoopRedis(redis_url) if redis_url else None
-    limiter = RateLimiter(
-        {"login": Limit(5, 60)}, limiter_client, redis_prefix, loop_redis=loop_redis
-    )
+    in_loop = InLoop(limiter_client, redis_prefix, redis_url, Limit(5, 60))
+    limiter = in_loop.limiter
 
     async def good_and_bad() -> list[tuple[Decision, list[Any] | None]]:
-        try:
-            return list(
-                await asyncio.gather(
-                    limiter.hit_with_reads("login", unique("good"), [("PING",)]),
-                    limiter.hit_with_reads("login", unique("bad"), [("NO-SUCH-COMMAND",)]),
-                    limiter.hit_with_reads("login", unique("good"), [("ECHO", "x")]),
-                )
+        return list(
+            await asyncio.gather(
+                limiter.hit_with_reads("login", unique("good"), [("PING",)]),
+                limiter.hit_with_reads("login", unique("bad"), [("NO-SUCH-COMMAND",)]),
+                limiter.hit_with_reads("login", unique("good"), [("ECHO", "x")]),
             )
-        finally:
-            if loop_redis is not None:
-                await loop_redis.close()
+        )
 
-    (first, first_reads), (second, second_reads), (third, third_reads) = _in_a_loop_of_its_own(
-        good_and_bad
-    )
-    assert first.allowed and second.allowed and third.allowed  # the bad one counts in-process
-    if redis_url:
-        assert (first_reads, second_reads, third_reads) == ([True], None, [b"x"])
-    else:
-        assert (first_reads, second_reads, third_reads) == (None, None, None)
+    answered = in_loop.run(good_and_bad)
+    assert all(decision.allowed for decision, _ in answered)  # the bad one counts in-process
+    expected = [[True], None, [b"x"]] if redis_url else [None, None, None]
+    assert [reads for _, reads in answered] == expected
 
 
 def test_redis_down_every_request_of_the_turn_falls_back(redis_prefix: str) -> None:
-    loop_redis = LoopRedis(f"redis://127.0.0.1:{free_port()}/0")
-    limiter = RateLimiter(
-        {"login": Limit(2, 60)}, dead_redis(), redis_prefix, loop_redis=loop_redis
-    )
+    dead_url = f"redis://127.0.0.1:{free_port()}/0"
+    in_loop = InLoop(dead_redis(), redis_prefix, dead_url, Limit(2, 60))
 
     async def three_at_once() -> list[Decision]:
-        try:
-            return list(
-                await asyncio.gather(*(limiter.hit_in_loop("login", "k") for _ in range(3)))
-            )
-        finally:
-            await loop_redis.close()
+        return list(
+            await asyncio.gather(*(in_loop.limiter.hit_in_loop("login", "k") for _ in range(3)))
+        )
 
-    assert [d.allowed for d in _in_a_loop_of_its_own(three_at_once)] == [True, True, False]
+    assert [d.allowed for d in in_loop.run(three_at_once)] == [True, True, False]
