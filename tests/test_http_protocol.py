@@ -12,7 +12,8 @@ import asyncio
 import ipaddress
 import json
 import logging
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,25 @@ class Connection:
     def run_tasks(self) -> bytes:
         """Run the ASGI tasks started so far to their end; everything written since ``send``."""
         while self.state.tasks:
-            self.loop.run_until_complete(asyncio.wait(set(self.state.tasks), timeout=30))
+            self.run(lambda: asyncio.wait(set(self.state.tasks), timeout=30))
         return bytes(self.transport.written)
+
+    def run(self, awaitable: Callable[[], Awaitable[Any]]) -> None:
+        """Run this connection's loop until ``awaitable()`` is done, in a thread of its own:
+        Playwright's sync API leaves a loop running in the test thread after browser tests."""
+        failures: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                self.loop.run_until_complete(awaitable())
+            except BaseException as error:  # handed to the test thread below
+                failures.append(error)
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join(timeout=60)
+        if failures:
+            raise failures[0]
 
     def close(self) -> None:
         self.protocol.connection_lost(None)
@@ -293,7 +311,7 @@ def test_a_100_continue_is_not_held_back(connect: Callable[..., Connection]) -> 
     )
     connection.send(head.encode())
     # The app asks for the body: the client is told to send it, before it has.
-    connection.loop.run_until_complete(asyncio.sleep(0.05))
+    connection.run(lambda: asyncio.sleep(0.05))
     assert bytes(connection.transport.written) == b"HTTP/1.1 100 Continue\r\n\r\n"
     connection.protocol.data_received(b"token=x")
     answer = _responses(connection.run_tasks().split(b"\r\n\r\n", 1)[1])
