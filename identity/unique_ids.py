@@ -19,7 +19,6 @@ _REFILL = 4096
 
 class _Buffered:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._reset()
         os.register_at_fork(after_in_child=self._reset)
 
