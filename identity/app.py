@@ -27,13 +27,13 @@ from identity.api.problems import Problem
 from identity.api.routes import OPERATIONS, api_routes
 from identity.config import Settings
 from identity.db import Database
-from identity.http_protocol import STATE_KEY, ReadyAnswers
+from identity.http_protocol import LANE_KEY, STATE_KEY, ReadyAnswers
 from identity.logs import RequestLogMiddleware
 from identity.mail import OutboxSender
 from identity.metrics import RequestMetricsMiddleware, metrics_endpoint
 from identity.openapi.document import openapi_routes
 from identity.protocol.endpoints import metadata
-from identity.protocol.fast_lane import FastLane
+from identity.protocol.fast_lane import FastLane, HotLane
 from identity.protocol.parameters import is_forbidden_description
 from identity.protocol.routes import hot_routes, protocol_routes, ready_documents
 from identity.security import (
@@ -229,7 +229,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     webhook_sender = WebhookSender(background, settings, accounts.secret_box)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, ReadyAnswers]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         oauth.lanes.configure()
         keys.ensure()  # safe when several workers start at once (file lock)
         keys.ring()
@@ -240,7 +240,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         hooks = asyncio.create_task(webhook_sender.run(stop_sending))
         _freeze_startup_objects()
         try:
-            yield {STATE_KEY: ready_answers}
+            yield {STATE_KEY: ready_answers, LANE_KEY: lane}
         finally:
             stop_sending.set()  # the sender finishes the message at hand, then stops
             await mail
@@ -287,9 +287,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         DBAPIError: _database_unavailable,
         ValueError: _value_error,
     }
+    # The hot routes' answers, in the app (FastLane) and from identity serve's HTTP protocol.
+    lane = HotLane(
+        routes=hot_routes(oauth_routes),
+        settings=settings,
+        handlers=handlers,
+        unexpected=_unexpected,
+    )
     middleware = [
         # The hot routes take one layer instead of all below (protocol.fast_lane).
-        Middleware(FastLane, routes=hot_routes(oauth_routes), settings=settings, handlers=handlers),
+        Middleware(FastLane, lane=lane),
         # Outermost of the rest: the request id is set before anything else logs.
         Middleware(RequestLogMiddleware, trusted_proxies=settings.trusted_proxies),
         Middleware(RequestMetricsMiddleware),
@@ -304,6 +311,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers={**handlers, Exception: _unexpected},
     )
+    lane.app = app
     app.state.settings = settings
     app.state.services = services
     app.state.database = database

@@ -1,4 +1,5 @@
-"""The HTTP protocol of ``identity serve``: uvicorn's httptools protocol, plus ready answers.
+"""The HTTP protocol of ``identity serve``: uvicorn's httptools protocol, plus ready answers
+and the hot lane.
 
 JWKS and the discovery documents are the same bytes for every caller until a key rotates, and
 resource servers fetch them all the time. Through ASGI each one costs a task, a
@@ -16,6 +17,17 @@ keep-alive HTTP/1.1, with no body, no ``Expect`` or upgrade, no ``Origin`` when 
 configured, nothing ahead of it in the connection's pipeline and the socket not pushing back.
 Everything else, HEAD included, goes the ASGI way untouched.
 
+The hot routes that take a body or a token (token, introspection, userinfo) cannot be
+answered from a callback: their endpoints await the database, Redis or a signature. For
+those the protocol reads the request whole itself and hands it to the app's hot lane
+(``LANE_KEY``, ``protocol.fast_lane.HotLane``) in a task of its own, with no uvicorn
+request-response cycle, no ASGI messages and no Starlette response plumbing, and writes the
+answer in one write. It takes the same requests the lane takes in the app (``Lane.takes``),
+first in line on a keep-alive HTTP/1.1 connection; a body the lane turns down once it is in
+(NUL in a form) goes to the app as if uvicorn had read it. While a lane request is under way
+the connection is busy as with a cycle: a pipelined request waits its turn, a shutdown lets
+the answer finish with ``Connection: close``, and a client that left is not written to.
+
 Every response also leaves in one write where uvicorn makes two: it writes the head when the
 app starts the response and the body when it sends it, and on an idle socket each write is
 a send() system call of its own (and a TCP segment the client reads on its own). The
@@ -26,11 +38,12 @@ first write, the end of the response or the connection's close, whichever comes 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from starlette.responses import Response
 from uvicorn.config import Config
@@ -43,6 +56,9 @@ from identity.security import Network, with_security_headers
 # Where the app's lifespan puts its ``ReadyAnswers``: the lifespan state is what ASGI gives
 # a server to share with the app, and uvicorn hands it to every connection's protocol.
 STATE_KEY = "identity.ready_answers"
+
+# Where the app's lifespan puts its hot lane (``protocol.fast_lane.HotLane``, a ``Lane``).
+LANE_KEY = "identity.hot_lane"
 
 # Headers that mean the request is more than a plain GET (a body, a CORS request, a 100
 # Continue or an upgrade to answer): those go the ASGI way.
@@ -110,6 +126,34 @@ class ReadyAnswers:
         return _Rendered(bytes(response.body), lines)
 
 
+Write = Callable[[int, list[tuple[bytes, bytes]], bytes], None]
+
+
+class Lane(Protocol):
+    """The app's answers to the hot routes, for requests the protocol reads itself."""
+
+    def takes(self, method: bytes, url: bytes, headers: Sequence[tuple[bytes, bytes]]) -> Any:
+        """The route (any value but None) when the lane takes a request with this head."""
+
+    def is_clean(self, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> bool:
+        """Whether it still takes the request once the whole body is in."""
+
+    async def answer(self, route: Any, scope: dict[str, Any], body: bytes, write: Write) -> None:
+        """Answer through ``write``, once; it may raise only before it writes."""
+
+
+class _LaneCycle:
+    """What uvicorn's protocol reads of its current request-response cycle, for a request
+    the lane answers: it marks the connection busy (a pipelined request waits its turn),
+    and ``shutdown`` and ``connection_lost`` mark it as they would a cycle."""
+
+    def __init__(self) -> None:
+        self.response_complete = False
+        self.disconnected = False
+        self.keep_alive = True
+        self.message_event = asyncio.Event()
+
+
 class IdentityHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, answering ``ReadyAnswers`` itself (module docstring)."""
 
@@ -127,6 +171,10 @@ class IdentityHttpProtocol(HttpToolsProtocol):
         usable = not self.root_path and self.limit_concurrency is None
         self._ready: ReadyAnswers | None = ready if usable else None
         self._route: str | None = None  # the ready document the parsed request asks for
+        self._lane: Lane | None = app_state.get(LANE_KEY) if usable else None
+        self._hot: Any = None  # the lane's route for the request being read, if it takes it
+        self._body = bytearray()
+        self._before: Any = None  # the cycle before the lane's (None or complete)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._one_write = _OneWriteTransport(cast(asyncio.Transport, transport))
@@ -147,31 +195,113 @@ class IdentityHttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        ready = self._ready
-        if ready is not None and self._is_plain_get():
-            self._route = ready.takes(self.url, self.headers)
-            if self._route is not None:
-                return
+        if self._is_first_in_line():
+            method = self.parser.get_method()
+            ready, lane = self._ready, self._lane
+            if ready is not None and method == b"GET":
+                self._route = ready.takes(self.url, self.headers)
+                if self._route is not None:
+                    return
+            if lane is not None:
+                self._hot = lane.takes(method, self.url, self.headers)
+                if self._hot is not None:
+                    # Busy from now on, for a pipelined request, shutdown and a lost client.
+                    self._before, self.cycle = self.cycle, _LaneCycle()  # type: ignore[assignment]
+                    return
         super().on_headers_complete()
 
-    def _is_plain_get(self) -> bool:
+    def _is_first_in_line(self) -> bool:
+        """Keep-alive HTTP/1.1 with nothing ahead of it, and the socket not pushing back."""
         parser = self.parser
         return (
-            parser.get_method() == b"GET"
-            and parser.get_http_version() == "1.1"
+            parser.get_http_version() == "1.1"
             and parser.should_keep_alive()
             and (self.cycle is None or self.cycle.response_complete)
             and not self.pipeline
             and not self.flow.write_paused
         )
 
+    def on_body(self, body: bytes) -> None:
+        if self._hot is None:
+            super().on_body(body)
+        else:
+            self._body += body  # at most the body cap: the lane took its Content-Length
+
     def on_message_complete(self) -> None:
-        route = self._route
-        if route is None:
+        route, hot = self._route, self._hot
+        if route is not None:
+            self._route = None
+            self._answer(route)
+        elif hot is not None:
+            self._hot = None
+            body, self._body = bytes(self._body), bytearray()
+            assert self._lane is not None
+            if self._lane.is_clean(self.headers, body):
+                self._start_lane(hot, body)
+            else:
+                self._to_app(body)
+        else:
             super().on_message_complete()
-            return
-        self._route = None
-        self._answer(route)
+
+    def _to_app(self, body: bytes) -> None:
+        """Hand a request the lane took by its head but not by its body to the app, as
+        uvicorn would have from the start (the parser is still on this request)."""
+        lane_cycle = cast(_LaneCycle, self.cycle)
+        self.cycle = self._before
+        super().on_headers_complete()
+        self.cycle.keep_alive = self.cycle.keep_alive and lane_cycle.keep_alive
+        if body:
+            super().on_body(body)
+        super().on_message_complete()
+
+    def _start_lane(self, hot: Any, body: bytes) -> None:
+        scope = self.scope
+        scope["method"] = self.parser.get_method().decode("ascii")
+        # The lane takes a URL only when it is the path itself (Lane.takes).
+        scope["path"], scope["raw_path"], scope["query_string"] = self.url.decode(), self.url, b""
+        work = self._serve_lane(cast(_LaneCycle, self.cycle), hot, dict(scope), body)
+        context = contextvars.Context() if self.config.reset_contextvars else None
+        task = self.loop.create_task(work, context=context)
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    async def _serve_lane(
+        self, cycle: _LaneCycle, hot: Any, scope: dict[str, Any], body: bytes
+    ) -> None:
+        """One lane request, in a task of its own: what uvicorn's cycle does around an app,
+        with the lane's answer written whole, in one write."""
+        assert self._lane is not None
+        written = False
+
+        def write(status: int, headers: list[tuple[bytes, bytes]], content: bytes) -> None:
+            nonlocal written
+            written = True
+            if cycle.disconnected or self.transport.is_closing():
+                return
+            head = [STATUS_LINE[status]]
+            for name, value in (*self.server_state.default_headers, *headers):
+                head.extend((name, b": ", value, b"\r\n"))
+            if not cycle.keep_alive:
+                head.append(b"connection: close\r\n")
+            head.extend((b"\r\n", content))
+            self.transport.write(b"".join(head))
+
+        try:
+            await self._lane.answer(hot, scope, body, write)
+        except BaseException as error:
+            # As uvicorn's cycle: the traceback in the log; a 500 if nothing was written.
+            self.logger.error("Exception in ASGI application\n", exc_info=error)
+            if not written:
+                cycle.keep_alive = False
+                write(500, list(_INTERNAL_ERROR_HEADERS), b"Internal Server Error")
+            cycle.keep_alive = False
+            if not isinstance(error, Exception):
+                raise
+        finally:
+            cycle.response_complete = True
+            if not cycle.keep_alive:
+                self.transport.close()
+            self.on_response_complete()
 
     def _answer(self, route: str) -> None:
         assert self._ready is not None
@@ -211,6 +341,12 @@ class IdentityHttpProtocol(HttpToolsProtocol):
             "scheme": self.scheme,
             "route": _RouteName(route),
         }
+
+
+_INTERNAL_ERROR_HEADERS = (
+    (b"content-type", b"text/plain; charset=utf-8"),
+    (b"content-length", b"21"),
+)
 
 
 class _OneWriteTransport:

@@ -9,6 +9,7 @@ written at once, with no ASGI task, or by a task that had to run.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import json
 import logging
@@ -25,7 +26,7 @@ from starlette.testclient import TestClient
 from uvicorn.server import ServerState
 
 from identity.config import Settings
-from identity.http_protocol import IdentityHttpProtocol
+from identity.http_protocol import LANE_KEY, IdentityHttpProtocol, _LaneCycle
 from identity.services import key_store
 
 JWKS = "/.well-known/jwks.json"
@@ -66,14 +67,20 @@ class RecordingTransport(asyncio.Transport):
 class Connection:
     """One connection to the protocol, on an event loop of its own that runs only when asked."""
 
-    def __init__(self, client: TestClient, peer: tuple[str, int] = ("192.0.2.10", 50000)) -> None:
+    def __init__(
+        self,
+        client: TestClient,
+        peer: tuple[str, int] = ("192.0.2.10", 50000),
+        app_state: dict[str, Any] | None = None,
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         config = uvicorn.Config(client.app, http=IdentityHttpProtocol, log_config=None)
         config.load()
         self.state = ServerState()
         # What uvicorn's server sets every second (config's headers and the date).
         self.state.default_headers = [(b"date", formatdate(usegmt=True).encode())]
-        self.protocol = IdentityHttpProtocol(config, self.state, client.app_state, _loop=self.loop)
+        state = client.app_state if app_state is None else app_state
+        self.protocol = IdentityHttpProtocol(config, self.state, state, _loop=self.loop)
         self.transport = RecordingTransport(peer)
         self.protocol.connection_made(self.transport)
 
@@ -316,3 +323,243 @@ def test_a_100_continue_is_not_held_back(connect: Callable[..., Connection]) -> 
     connection.protocol.data_received(b"token=x")
     answer = _responses(connection.run_tasks().split(b"\r\n\r\n", 1)[1])
     assert answer[0][0] == 401  # no client credentials: the revocation endpoint's own refusal
+
+
+# The hot lane: token, introspection and userinfo requests read by the protocol itself and
+# answered by the app's lane (protocol.fast_lane.HotLane), with no uvicorn cycle.
+
+MakeClient = Callable[..., tuple[str, str]]
+INTROSPECT = "/oauth2/introspect"
+TOKEN = "/oauth2/token"
+FORM = "application/x-www-form-urlencoded"
+
+
+def _post(path: str, form: str, *headers: str, content_type: str = FORM) -> bytes:
+    body = form.encode()
+    lines = [
+        f"POST {path} HTTP/1.1",
+        "Host: 127.0.0.1:8000",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        *headers,
+        "",
+        "",
+    ]
+    return "\r\n".join(lines).encode() + body
+
+
+def _basic(client: tuple[str, str]) -> str:
+    return "Authorization: Basic " + base64.b64encode(f"{client[0]}:{client[1]}".encode()).decode()
+
+
+def _token(http: TestClient, client: tuple[str, str]) -> str:
+    answer = http.post(TOKEN, data={"grant_type": "client_credentials"}, auth=client)
+    token: str = answer.json()["access_token"]
+    return token
+
+
+def _in_lane(connection: Connection) -> bool:
+    return isinstance(connection.protocol.cycle, _LaneCycle)
+
+
+def _token_request_in_lane(
+    connect: Callable[..., Connection], make_client: MakeClient
+) -> tuple[tuple[str, str], Connection]:
+    """A client and a connection whose client_credentials request the lane is answering."""
+    client = make_client(scope="read")
+    connection = connect()
+    connection.send(_post(TOKEN, "grant_type=client_credentials", _basic(client)))
+    assert _in_lane(connection)
+    return client, connection
+
+
+def test_introspection_is_answered_by_the_lane_as_the_app_answers_it(
+    http: TestClient, connect: Callable[..., Connection], make_client: MakeClient
+) -> None:
+    client, other = make_client(scope="read"), make_client(scope="read")
+    token = _token(http, client)
+    cases = {
+        "active": (f"token={token}", _basic(client)),
+        "another client's": (f"token={token}", _basic(other)),
+        "not a token": ("token=nope", _basic(client)),
+        "wrong secret": (f"token={token}", _basic((client[0], "wrong"))),
+        "no credentials": (f"token={token}",),
+    }
+    for name, (form, *headers) in cases.items():
+        connection = connect()
+        assert connection.send(_post(INTROSPECT, form, *headers)) == b"", name  # a task
+        assert _in_lane(connection), name
+        ((status, answer_headers, body),) = _responses(connection.run_tasks())
+        assert connection.transport.writes == 1, name
+        # The same request the full way (a query string is never the lane's).
+        auth = {"Authorization": headers[0].split(": ", 1)[1]} if headers else {}
+        through_app = http.post(
+            INTROSPECT + "?via=app", content=form, headers=auth | {"Content-Type": FORM}
+        )
+        assert (status, body) == (through_app.status_code, through_app.content), name
+        assert _stable(answer_headers) == _stable(through_app.headers.raw), name
+
+
+def test_a_token_from_the_lane_has_the_apps_headers_and_a_working_token(
+    http: TestClient, connect: Callable[..., Connection], make_client: MakeClient
+) -> None:
+    client, connection = _token_request_in_lane(connect, make_client)
+    ((status, headers, body),) = _responses(connection.run_tasks())
+    through_app = http.post(
+        TOKEN + "?via=app", data={"grant_type": "client_credentials"}, auth=client
+    )
+    assert status == through_app.status_code == 200
+    assert _stable(headers) == _stable(through_app.headers.raw)
+    issued = json.loads(body)
+    assert issued.keys() == through_app.json().keys()
+    introspected = http.post(INTROSPECT, data={"token": issued["access_token"]}, auth=client)
+    assert introspected.json()["active"] is True
+
+
+def test_what_the_lane_does_not_take_goes_through_the_app_with_the_same_answer(
+    http: TestClient, connect: Callable[..., Connection], make_client: MakeClient
+) -> None:
+    client = make_client(scope="read")
+    token = _token(http, client)
+    form = f"token={token}"
+    expected = http.post(INTROSPECT + "?via=app", data={"token": token}, auth=client)
+    requests = {
+        "query string": _post(INTROSPECT + "?x=1", form, _basic(client)),
+        "percent-escape": _post("/oauth2/%69ntrospect", form, _basic(client)),
+        "connection close": _post(INTROSPECT, form, _basic(client), "Connection: close"),
+        "HTTP/1.0": _post(INTROSPECT, form, _basic(client)).replace(b"HTTP/1.1", b"HTTP/1.0", 1),
+    }
+    for name, request in requests.items():
+        connection = connect()
+        connection.send(request)
+        assert not _in_lane(connection), name
+        ((status, headers, body),) = _responses(connection.run_tasks())
+        assert (status, body) == (200, expected.content), name
+        assert _stable(headers) == _stable(expected.headers.raw), name
+
+
+def test_bodies_the_lane_does_not_take_get_the_apps_refusals(
+    http: TestClient, connect: Callable[..., Connection], make_client: MakeClient
+) -> None:
+    client = make_client(scope="read")
+    chunked = (
+        f"POST {INTROSPECT} HTTP/1.1\r\nHost: x\r\n{_basic(client)}\r\n"
+        f"Content-Type: {FORM}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "8\r\ntoken=ab\r\n0\r\n\r\n"
+    ).encode()
+    cases = {
+        # Taken by its head, handed to the app once the body shows a NUL: the layers' 400.
+        "NUL in the form": (_post(INTROSPECT, "token=a%00b", _basic(client)), 400),
+        # Over the body cap (settings.max_body_bytes): the layers' 413, never read whole.
+        "over the cap": (_post(INTROSPECT, "token=" + "a" * 70_000, _basic(client)), 413),
+        "chunked": (chunked, 200),
+    }
+    for name, (request, wanted) in cases.items():
+        connection = connect()
+        connection.send(request)
+        assert not _in_lane(connection), name
+        ((status, _, body),) = _responses(connection.run_tasks())
+        assert status == wanted, (name, body)
+
+
+def test_a_body_that_comes_in_pieces_is_answered_once_whole(
+    http: TestClient, connect: Callable[..., Connection], make_client: MakeClient
+) -> None:
+    client = make_client(scope="read")
+    request = _post(INTROSPECT, f"token={_token(http, client)}", _basic(client))
+    connection = connect()
+    assert connection.send(request[:-20]) == b""
+    assert not connection.state.tasks  # nothing to answer yet
+    connection.send(request[-20:])
+    ((status, _, body),) = _responses(connection.run_tasks())
+    assert status == 200 and json.loads(body)["active"] is True
+
+
+def test_requests_pipelined_behind_a_lane_request_wait_their_turn(
+    http: TestClient, connect: Callable[..., Connection], make_client: MakeClient
+) -> None:
+    client = make_client(scope="read")
+    connection = connect()
+    lane = _post(TOKEN, "grant_type=client_credentials", _basic(client))
+    connection.send(lane)
+    assert _in_lane(connection)
+    # More on the connection before the answer: JWKS must not overtake the token.
+    assert connection.send(_get(JWKS) + _get("/healthz") + lane) == b""
+    answers = _responses(connection.run_tasks())
+    assert [status for status, _, _ in answers] == [200, 200, 200, 200]
+    assert b"access_token" in answers[0][2] and b'"keys"' in answers[1][2]
+    assert json.loads(answers[2][2]) == {"status": "ok"} and b"access_token" in answers[3][2]
+    assert connection.protocol.timeout_keep_alive_task is not None  # idle again
+
+
+def test_a_client_that_leaves_during_a_lane_answer_is_not_written_to(
+    http: TestClient, connect: Callable[..., Connection], make_client: MakeClient
+) -> None:
+    _client, connection = _token_request_in_lane(connect, make_client)
+    connection.protocol.connection_lost(None)
+    assert connection.run_tasks() == b""
+    assert connection.transport.closed
+
+
+def test_a_shutdown_during_a_lane_answer_lets_it_finish_then_closes(
+    http: TestClient, connect: Callable[..., Connection], make_client: MakeClient
+) -> None:
+    _client, connection = _token_request_in_lane(connect, make_client)
+    connection.protocol.shutdown()
+    assert not connection.transport.closed  # the answer under way is still given
+    ((status, headers, _),) = _responses(connection.run_tasks())
+    assert status == 200 and dict(headers)[b"connection"] == b"close"
+    assert connection.transport.closed
+
+
+def test_a_lane_request_is_counted_and_logged_with_its_client(
+    http: TestClient,
+    connect: Callable[..., Connection],
+    make_client: MakeClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = make_client(scope="read")
+    token = _token(http, client)
+
+    def introspections() -> float:
+        labels = {"route": INTROSPECT, "method": "POST", "status": "200"}
+        return REGISTRY.get_sample_value("identity_http_requests_total", labels) or 0.0
+
+    caplog.set_level(logging.INFO, logger="identity.access")
+    before = introspections()
+    caplog.clear()
+    connection = connect()
+    connection.send(_post(INTROSPECT, f"token={token}", _basic(client)))
+    assert _in_lane(connection)
+    ((_, headers, _),) = _responses(connection.run_tasks())
+    (record,) = [r for r in caplog.records if r.name == "identity.access"]
+    fields = record.fields  # type: ignore[attr-defined]
+    assert fields["request_id"] == dict(headers)[b"x-request-id"].decode()
+    assert fields["route"] == INTROSPECT and fields["status"] == 200
+    assert fields["client_id"] == client[0] and fields["client_ip"] == "192.0.2.10"
+    assert introspections() == before + 1
+
+
+class _FailingLane:
+    """A lane whose answer fails before it writes anything."""
+
+    def takes(self, method: bytes, url: bytes, headers: object) -> str | None:
+        return "route" if url == b"/fails" else None
+
+    def is_clean(self, headers: object, body: bytes) -> bool:
+        return True
+
+    async def answer(self, route: object, scope: object, body: bytes, write: object) -> None:
+        raise RuntimeError("the lane broke")
+
+
+def test_a_lane_answer_that_fails_gets_a_500_and_the_connection_closes(
+    http: TestClient, connect: Callable[..., Connection], caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = connect(app_state=http.app_state | {LANE_KEY: _FailingLane()})
+    caplog.set_level(logging.ERROR, logger="uvicorn.error")
+    connection.send(_post("/fails", "x=1"))
+    ((status, headers, body),) = _responses(connection.run_tasks())
+    assert (status, body) == (500, b"Internal Server Error")
+    assert dict(headers)[b"connection"] == b"close" and connection.transport.closed
+    assert any("the lane broke" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
