@@ -563,3 +563,20 @@ def test_a_lane_answer_that_fails_gets_a_500_and_the_connection_closes(
     assert (status, body) == (500, b"Internal Server Error")
     assert dict(headers)[b"connection"] == b"close" and connection.transport.closed
     assert any("the lane broke" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+def test_userinfo_is_answered_by_the_lane_as_the_app_answers_it(
+    http: TestClient, connect: Callable[..., Connection], make_client: MakeClient
+) -> None:
+    token = _token(http, make_client(scope="read"))  # a machine's token: no user to show
+    cases = {401: (), 403: (f"Authorization: Bearer {token}",)}
+    for wanted, headers in cases.items():
+        connection = connect()
+        assert connection.send(_get("/oauth2/userinfo", *headers)) == b""
+        assert _in_lane(connection)
+        ((status, answer_headers, body),) = _responses(connection.run_tasks())
+        auth = dict(header.split(": ", 1) for header in headers)
+        through_app = http.get("/oauth2/userinfo?via=app", headers=auth)
+        assert status == through_app.status_code == wanted, body
+        assert body == through_app.content
+        assert _stable(answer_headers) == _stable(through_app.headers.raw)
