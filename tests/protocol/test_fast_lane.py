@@ -4,13 +4,24 @@ full way, which is how these tests see both."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from identity.app import _http_error, _unexpected
+from identity.config import Settings
+from identity.protocol.fast_lane import HotLane, HotRoute
+
 MakeClient = Callable[..., tuple[str, str]]
+FORM = b"application/x-www-form-urlencoded"
 
 # Headers that differ between any two responses.
 _PER_RESPONSE = {"x-request-id"}
@@ -82,3 +93,53 @@ def test_each_lane_request_writes_one_access_line_with_its_route(
     lines = [r.getMessage() for r in caplog.records if r.name == "identity.access"]
     assert len(lines) == 1
     assert lines[0].startswith("GET /.well-known/jwks.json 200 ")
+
+
+def _lane_answer(
+    settings: Settings, endpoint: Callable[[Request], Awaitable[Response]]
+) -> tuple[int, dict[bytes, bytes], bytes]:
+    """What ``HotLane.answer`` writes for a POST to a route served by ``endpoint``, as the
+    HTTP protocol hands it over; with the app's own handlers."""
+    route = Route("/oauth2/probe", endpoint, methods=["POST"])
+    lane = HotLane(
+        routes=[HotRoute("POST", route, True)],
+        settings=settings,
+        handlers={HTTPException: _http_error},
+        unexpected=_unexpected,
+    )
+    head = [(b"host", b"127.0.0.1:8000"), (b"content-type", FORM), (b"content-length", b"3")]
+    hot = lane.takes(b"POST", b"/oauth2/probe", head)
+    assert hot is not None
+    scope = {
+        "type": "http", "method": "POST", "path": "/oauth2/probe", "raw_path": b"/oauth2/probe",
+        "query_string": b"", "root_path": "", "headers": head, "client": ("192.0.2.1", 1),
+        "server": ("127.0.0.1", 8000), "scheme": "http", "http_version": "1.1",
+    }  # fmt: skip
+    written: list[tuple[int, dict[bytes, bytes], bytes]] = []
+    asyncio.run(lane.answer(hot, scope, b"a=1", lambda s, h, b: written.append((s, dict(h), b))))
+    (answer,) = written
+    return answer
+
+
+def test_an_error_no_handler_takes_gets_the_apps_500_from_the_lane(settings: Settings) -> None:
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("boom")
+
+    status, headers, body = _lane_answer(settings, broken)
+    assert status == 500 and json.loads(body)["error"] == "server_error"
+    assert headers[b"x-content-type-options"] == b"nosniff" and b"x-request-id" in headers
+
+
+def test_a_streamed_response_reaches_the_lane_whole(settings: Settings) -> None:
+    async def streamed(request: Request) -> Response:
+        form = await request.form()
+
+        async def parts() -> AsyncIterator[bytes]:
+            yield b"got "
+            yield str(form["a"]).encode()
+
+        return StreamingResponse(parts(), media_type="text/plain")
+
+    status, headers, body = _lane_answer(settings, streamed)
+    assert (status, body) == (200, b"got 1")
+    assert headers[b"content-type"].startswith(b"text/plain")
