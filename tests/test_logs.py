@@ -276,3 +276,13 @@ def test_request_ids_are_unique_and_a_forked_process_draws_its_own(http: TestCli
     os.close(read)
     assert re.fullmatch(r"[0-9a-f]{32}", forked)
     assert forked[:16] not in {request_id[:16] for request_id in ids}
+
+
+def test_a_digits_only_secret_inside_a_random_id_is_not_a_leak() -> None:
+    # The line that failed a whole CI run: its ids hold runs of digits a random code can equal.
+    from tests.conftest import _holds
+
+    line = "webhook msg_c755726d710b40958fbdc7c8702484a3 to wh_ea0e7e9341664efb53bfecaa failed"
+    assert not _holds(line, "755726") and not _holds(line, "341664")
+    assert _holds("your code is 755726.", "755726") and _holds("code=755726", "755726")
+    assert _holds("id abcs3cr3t-valuexyz", "s3cr3t-value")  # other secrets: anywhere
