@@ -259,7 +259,10 @@ class IdentityHttpProtocol(HttpToolsProtocol):
         scope["method"] = self.parser.get_method().decode("ascii")
         # The lane takes a URL only when it is the path itself (Lane.takes).
         scope["path"], scope["raw_path"], scope["query_string"] = self.url.decode(), self.url, b""
-        work = self._serve_lane(cast(_LaneCycle, self.cycle), hot, dict(scope), body)
+        # The scope is this request's own: on_message_begin makes a new one for the next.
+        work = self._serve_lane(
+            cast(_LaneCycle, self.cycle), hot, cast(dict[str, Any], scope), body
+        )
         context = contextvars.Context() if self.config.reset_contextvars else None
         task = self.loop.create_task(work, context=context)
         task.add_done_callback(self.tasks.discard)
